@@ -1,0 +1,33 @@
+"""What every scenario receives, and the shape of a scenario, so each one stays a small function in its own module."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.report import ScenarioResult
+from bench.server import Server
+
+
+@dataclass(frozen=True, slots=True)
+class BenchContext:
+    """Options of this run and the server under test (None when no selected scenario needs it)."""
+
+    duration: float
+    python: str  # the venv interpreter: the server's, the ceiling drivers' and the fresh-interpreter baseline's
+    server: Server | None
+
+    def require_server(self) -> Server:
+        if self.server is None:
+            raise RuntimeError("this scenario needs the server, but it was not started")
+        return self.server
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A named measurement; ``needs_server`` decides whether the run starts the server at all."""
+
+    name: str
+    title: str
+    needs_server: bool
+    run: Callable[[BenchContext], ScenarioResult]

@@ -1,0 +1,52 @@
+"""Admission control per server worker: ``MAX_REQUESTS`` in flight (else 503), ``MAX_WORKERS`` running.
+
+Also where the drain state lives: once shutdown begins, ``/health`` answers 503, new runs are
+refused, and the server waits for ``in_flight`` to reach zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dify_sandbox.errors import OverloadedError, ShuttingDownError
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    """Counts runs in flight, bounds how many execute at once, and knows whether we are draining."""
+
+    def __init__(self, max_requests: int, max_workers: int) -> None:
+        self.max_requests = max_requests
+        self.max_workers = max_workers
+        self.in_flight = 0
+        self.running = 0
+        self.draining = False
+        self._slots = asyncio.Semaphore(max_workers)
+
+    @property
+    def waiting(self) -> int:
+        """Runs admitted but not yet executing."""
+        return self.in_flight - self.running
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[float]:
+        """Admits one run and holds an execution slot; yields the seconds spent waiting for it."""
+        if self.draining:
+            raise ShuttingDownError()
+        if self.in_flight >= self.max_requests:
+            raise OverloadedError()
+        self.in_flight += 1
+        try:
+            queued = time.monotonic()
+            async with self._slots:
+                self.running += 1
+                try:
+                    yield time.monotonic() - queued
+                finally:
+                    self.running -= 1
+        finally:
+            self.in_flight -= 1

@@ -1,0 +1,74 @@
+"""The one place where exceptions become HTTP responses in the API's error envelope."""
+
+from __future__ import annotations
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse, Response
+
+from dify_sandbox.api.auth import UnauthorizedError
+from dify_sandbox.api.schemas import error_envelope
+from dify_sandbox.errors import ExecutorError, RequestError, SandboxError
+
+__all__ = ["install_handlers"]
+
+logger = structlog.get_logger("dify_sandbox.api")
+
+
+async def _request_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestError)
+    return error_envelope(exc.http_status, exc.code, str(exc))
+
+
+async def _executor_error(_: Request, exc: Exception) -> Response:
+    logger.error("Run failed in the executor", error=str(exc), error_type=type(exc).__name__)
+    return error_envelope(200, -500, str(exc))
+
+
+async def _sandbox_error(_: Request, exc: Exception) -> Response:
+    logger.error("Request failed", error=str(exc), exc_info=exc)
+    return error_envelope(200, -500, str(exc))
+
+
+async def _unauthorized(_: Request, __: Exception) -> Response:
+    return Response(status_code=401)
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return error_envelope(400, -400, _first_error(exc.errors()))
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405):
+        # gin's answer for an unknown route or method, byte for byte.
+        return PlainTextResponse("404 page not found", status_code=404)
+    return error_envelope(exc.status_code, -exc.status_code, str(exc.detail))
+
+
+async def _unexpected(_: Request, exc: Exception) -> Response:
+    logger.error("Unexpected error", exc_info=exc)
+    return error_envelope(500, -500, "internal error")
+
+
+def _first_error(errors: object) -> str:
+    if isinstance(errors, list | tuple) and errors:
+        first = errors[0]
+        if isinstance(first, dict):
+            location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+            return f"{location}: {first.get('msg', 'invalid')}" if location else str(first.get("msg", "invalid"))
+    return "invalid request"
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Registers every exception handler on ``app``."""
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(ExecutorError, _executor_error)
+    app.add_exception_handler(SandboxError, _sandbox_error)
+    app.add_exception_handler(UnauthorizedError, _unauthorized)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,41 @@
+"""``create_app``: the FastAPI application of one server worker; its lifespan owns the executors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from dify_sandbox import __version__
+from dify_sandbox.api.handlers import install_handlers
+from dify_sandbox.api.routes import router
+from dify_sandbox.config import Settings
+from dify_sandbox.service import Service
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
+    """Builds the app; ``service`` is shared with the server so shutdown can see in-flight runs."""
+    service = service or Service(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    app = FastAPI(
+        title="dify-sandbox-py",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.debug else None,
+        redoc_url=None,
+    )
+    app.state.service = service
+    install_handlers(app)
+    app.include_router(router)
+    return app

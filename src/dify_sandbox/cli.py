@@ -1,0 +1,78 @@
+"""The ``dify-sandbox`` command: arguments → settings → logging → serve, with named exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from dify_sandbox import __version__
+from dify_sandbox.config import Settings, load_settings
+from dify_sandbox.errors import ConfigError
+from dify_sandbox.logging import configure_logging
+
+__all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "main"]
+
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
+
+# Concurrency caps below this make slow snippets queue behind each other (Dify's mounted config
+# says max_workers: 4); honoured, but worth a warning.
+LOW_CONCURRENCY_WARNING = 16
+
+logger = structlog.get_logger("dify_sandbox.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dify-sandbox", description="Run Dify code snippets, fast.")
+    parser.add_argument("--version", action="version", version=f"dify-sandbox-py {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="start the HTTP service (the default command)")
+    serve.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
+    serve.add_argument("--host", help="address to listen on")
+    serve.add_argument("--port", type=int, help="TCP port")
+    serve.add_argument("--workers", type=int, help="server worker processes")
+    serve.add_argument("--executor", choices=["fork", "thread"], help="how snippets run")
+    return parser
+
+
+def _warn_about(settings: Settings) -> None:
+    if settings.max_workers < LOW_CONCURRENCY_WARNING:
+        logger.warning(
+            "MAX_WORKERS caps concurrent runs low; slow snippets will queue",
+            max_workers=settings.max_workers,
+            per="server worker",
+        )
+    if settings.max_requests < LOW_CONCURRENCY_WARNING:
+        logger.warning("MAX_REQUESTS rejects runs early with HTTP 503", max_requests=settings.max_requests)
+    ignored = {
+        "PYTHON_LIB_PATH": settings.python_lib_path,
+        "PIP_MIRROR_URL": settings.pip_mirror_url,
+        "PYTHON_DEPS_UPDATE_INTERVAL": settings.python_deps_update_interval,
+        "ALLOWED_SYSCALLS": settings.allowed_syscalls,
+        "PYTHON_PATH": settings.python_path,
+    }
+    for name, value in ignored.items():
+        if value:
+            logger.warning("Setting has no effect here", setting=name)
+    if settings.executor == "thread":
+        logger.warning("Thread executor: snippets run inside the server process, not isolated; trusted code only")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    overrides = {key: value for key, value in vars(args).items() if key != "command"}
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"dify-sandbox: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    configure_logging(settings.log_level, settings.log_format)
+    logger.info("Starting", version=__version__, settings=settings.redacted())
+    _warn_about(settings)
+    from dify_sandbox.server import serve  # noqa: PLC0415 - keeps `--version` and config errors fast
+
+    return serve(settings)

@@ -1,0 +1,337 @@
+"""Settings: one immutable object built once at start-up from defaults, the YAML file, env and CLI.
+
+Precedence is defaults < ``conf/config.yaml`` < environment < command line. Settings that the
+official service has keep its YAML keys and unprefixed env names (``API_KEY``, ``MAX_WORKERS``,
+``WORKER_TIMEOUT``, ...) so that Dify's docker-compose file and mounted config work unchanged;
+settings of our own live under the YAML key ``sandbox:`` and the env prefix ``SANDBOX_``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from dify_sandbox.errors import ConfigError
+
+__all__ = ["DEFAULT_CONFIG_FILE", "ExecutorKind", "LogFormat", "Settings", "load_settings"]
+
+ExecutorKind = Literal["fork", "thread"]
+LogFormat = Literal["text", "json"]
+
+DEFAULT_CONFIG_FILE = "conf/config.yaml"
+CONFIG_FILE_ENV = "SANDBOX_CONFIG_FILE"
+
+# Official YAML keys (dotted paths) and the env names they share with the official service.
+OFFICIAL_YAML_KEYS: dict[str, str] = {
+    "app.port": "SANDBOX_PORT",
+    "app.debug": "DEBUG",
+    "app.key": "API_KEY",
+    "max_workers": "MAX_WORKERS",
+    "max_requests": "MAX_REQUESTS",
+    "worker_timeout": "WORKER_TIMEOUT",
+    "python_path": "PYTHON_PATH",
+    "python_lib_path": "PYTHON_LIB_PATH",
+    "python_pip_mirror_url": "PIP_MIRROR_URL",
+    "python_deps_update_interval": "PYTHON_DEPS_UPDATE_INTERVAL",
+    "nodejs_path": "NODEJS_PATH",
+    "enable_network": "ENABLE_NETWORK",
+    "enable_preload": "ENABLE_PRELOAD",
+    "allowed_syscalls": "ALLOWED_SYSCALLS",
+    "allowed_env_vars": "ALLOWED_ENV_VARS",
+    "log_path": "LOG_PATH",
+    "proxy.socks5": "SOCKS5_PROXY",
+    "proxy.https": "HTTPS_PROXY",
+    "proxy.http": "HTTP_PROXY",
+    "proxy.no_proxy": "NO_PROXY",
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> object:
+    """Reads seconds from ``15``, ``"15"``, ``"15s"``, ``"500ms"`` or ``"1m"``; others pass to validation."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return value
+
+
+def _split_list(value: object) -> object:
+    """Splits a comma-separated env value; YAML lists pass through."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _official(env_name: str) -> AliasChoices:
+    """Lets a field be set by its official env name (and by its own name from YAML or the CLI)."""
+    return AliasChoices(env_name)
+
+
+class Settings(BaseSettings):
+    """Every setting of the service. Immutable; built by :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SANDBOX_",
+        case_sensitive=False,
+        frozen=True,
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    # --- settings shared with the official service ---------------------------------------------
+    port: int = Field(8194, ge=0, le=65535, validation_alias=_official("SANDBOX_PORT"), description="TCP port.")
+    debug: bool = Field(
+        False, validation_alias=_official("DEBUG"), description="Debug logging; also logs code and outputs."
+    )
+    api_key: SecretStr = Field(
+        SecretStr("dify-sandbox"),
+        validation_alias=_official("API_KEY"),
+        description="Value the `X-Api-Key` header must equal on `/v1/sandbox/*`.",
+    )
+    max_workers: int = Field(
+        500,
+        ge=1,
+        validation_alias=_official("MAX_WORKERS"),
+        description="Runs executing at once per server worker; the rest wait.",
+    )
+    max_requests: int = Field(
+        1000,
+        ge=1,
+        validation_alias=_official("MAX_REQUESTS"),
+        description="Runs in flight (waiting included) per server worker; beyond it, HTTP 503.",
+    )
+    worker_timeout: Annotated[float, Field(gt=0)] = Field(
+        15.0,
+        validation_alias=_official("WORKER_TIMEOUT"),
+        description="Wall-clock limit of one run in seconds (`15` or `15s`).",
+    )
+    python_path: str | None = Field(
+        None,
+        validation_alias=_official("PYTHON_PATH"),
+        description="Accepted for compatibility; runs use the service's own interpreter.",
+    )
+    python_lib_path: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_official("PYTHON_LIB_PATH"), description="Ignored (no chroot)."
+    )
+    pip_mirror_url: str | None = Field(
+        None, validation_alias=_official("PIP_MIRROR_URL"), description="Ignored: nothing is installed at start-up."
+    )
+    python_deps_update_interval: str | None = Field(
+        None,
+        validation_alias=_official("PYTHON_DEPS_UPDATE_INTERVAL"),
+        description="Ignored: nothing is reinstalled while serving.",
+    )
+    nodejs_path: str | None = Field(None, validation_alias=_official("NODEJS_PATH"), description="Node.js binary.")
+    enable_network: bool = Field(
+        True, validation_alias=_official("ENABLE_NETWORK"), description="Whether runs may ask for network access."
+    )
+    enable_preload: bool = Field(
+        False, validation_alias=_official("ENABLE_PRELOAD"), description="Run the request's `preload` before the code."
+    )
+    allowed_syscalls: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_official("ALLOWED_SYSCALLS"),
+        description="Ignored: there is no syscall filter.",
+    )
+    allowed_env_vars: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=_official("ALLOWED_ENV_VARS"),
+        description="Names of server env vars passed through to runs.",
+    )
+    log_path: str | None = Field(
+        None, validation_alias=_official("LOG_PATH"), description="Ignored: logs go to stderr."
+    )
+    socks5_proxy: str = Field(
+        "", validation_alias=_official("SOCKS5_PROXY"), description="SOCKS5 proxy for runs; wins over HTTP(S)."
+    )
+    https_proxy: str = Field("", validation_alias=_official("HTTPS_PROXY"), description="HTTPS proxy for runs.")
+    http_proxy: str = Field("", validation_alias=_official("HTTP_PROXY"), description="HTTP proxy for runs.")
+    no_proxy: str = Field("", validation_alias=_official("NO_PROXY"), description="Hosts that bypass the proxy.")
+
+    # --- settings of our own (env prefix SANDBOX_, YAML section `sandbox:`) ----------------------
+    host: str = Field("0.0.0.0", description="Address to listen on.")  # noqa: S104 - a container service
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Server worker processes (default: CPUs)."
+    )
+    executor: ExecutorKind = Field("fork", description="`fork` (isolated, default) or `thread` (trusted code only).")
+    preload_modules: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["json", "base64", "re", "datetime", "zoneinfo", "jinja2", "httpx", "requests"],
+        description="Modules the zygote imports once so runs start warm.",
+    )
+    preload_requirements: bool = Field(
+        True, description="Also preload the packages named in the requirements files."
+    )
+    requirements_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("dependencies/python-requirements.txt"), Path("python-requirements.txt")],
+        description="Files listing the packages snippets may import (missing files are skipped).",
+    )
+    output_limit_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Cap of stdout and of stderr per run; past it the run is killed."
+    )
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest request body; Dify's inputs ride inside `code`."
+    )
+    grace_seconds: float | None = Field(
+        None, ge=0, description="Drain limit at shutdown (default: `WORKER_TIMEOUT` + 5 s)."
+    )
+    keep_alive_seconds: float = Field(
+        20.0, ge=15, description="HTTP keep-alive idle timeout; above Dify's 5 s pool expiry."
+    )
+    run_dir: Path | None = Field(None, description="Parent of the per-run temp dirs (default: the system temp dir).")
+    log_format: LogFormat = Field("text", description="`text` for people, `json` for log pipelines.")
+    log_level: str = Field(
+        "INFO",
+        validation_alias=AliasChoices("SANDBOX_LOG_LEVEL", "LOG_LEVEL"),
+        description="Log level name.",
+    )
+    config_file: Path = Field(Path(DEFAULT_CONFIG_FILE), description="YAML file in the official layout.")
+
+    @field_validator("worker_timeout", mode="before")
+    @classmethod
+    def _worker_timeout_duration(cls, value: object) -> object:
+        parsed = parse_duration(value)
+        # The official service treats 0 as "use the default", not as "no time at all".
+        return 15.0 if parsed in (0, 0.0) else parsed
+
+    @field_validator(
+        "python_lib_path", "allowed_syscalls", "allowed_env_vars", "preload_modules", "requirements_files",
+        mode="before",
+    )
+    @classmethod
+    def _comma_lists(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @property
+    def grace(self) -> float:
+        """Seconds that in-flight runs get to finish at shutdown."""
+        return self.worker_timeout + 5.0 if self.grace_seconds is None else self.grace_seconds
+
+    def run_environment(self, enable_network: bool) -> dict[str, str]:
+        """The environment a run starts with: proxies (official rules), passed-through names, LANG, PATH."""
+        env = {"LANG": "C.UTF-8", "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
+        for name in self.allowed_env_vars:
+            if name in os.environ and name not in {"API_KEY"}:
+                env[name] = os.environ[name]
+        if enable_network and self.enable_network:
+            if self.socks5_proxy:
+                env["HTTP_PROXY"] = env["HTTPS_PROXY"] = self.socks5_proxy
+            else:
+                if self.http_proxy:
+                    env["HTTP_PROXY"] = self.http_proxy
+                if self.https_proxy:
+                    env["HTTPS_PROXY"] = self.https_proxy
+            if self.no_proxy:
+                env["NO_PROXY"] = self.no_proxy
+        return env
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings for the start-up log: the key hidden, proxy credentials masked."""
+        data = self.model_dump(mode="json")
+        data["api_key"] = "***" if self.api_key.get_secret_value() else ""
+        for name in ("socks5_proxy", "https_proxy", "http_proxy"):
+            data[name] = _mask_credentials(data[name])
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs = getattr(init_settings, "init_kwargs", {})
+        config_file = init_kwargs.get("config_file") or os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE
+        return init_settings, env_settings, OfficialYamlSource(settings_cls, Path(config_file))
+
+
+class OfficialYamlSource(PydanticBaseSettingsSource):
+    """Reads ``conf/config.yaml`` in the official layout; a missing file means defaults."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {}
+        try:
+            document = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {self.path}: {exc}") from exc
+        if not isinstance(document, Mapping):
+            raise ConfigError(f"config file {self.path} must hold a mapping")
+        values: dict[str, Any] = {}
+        for dotted, env_name in OFFICIAL_YAML_KEYS.items():
+            value = _lookup(document, dotted)
+            if value is not None:
+                values[env_name] = value
+        own = document.get("sandbox") or {}
+        if not isinstance(own, Mapping):
+            raise ConfigError(f"config file {self.path}: `sandbox` must be a mapping")
+        values.update(own)
+        return values
+
+
+def _lookup(document: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = document
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _mask_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _setting_name(settings_cls: type[Settings], field_name: str) -> str:
+    """The name an operator would set: the official env name if the field has one."""
+    field = settings_cls.model_fields.get(field_name)
+    alias = field.validation_alias if field else None
+    if isinstance(alias, AliasChoices) and alias.choices and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"SANDBOX_{field_name.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Builds the settings or raises :class:`ConfigError` with one line naming the bad setting."""
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        location = str(first["loc"][0]) if first["loc"] else "settings"
+        name = location if location.isupper() else _setting_name(Settings, location)
+        value = first.get("input")
+        raise ConfigError(f"invalid setting {name}={value!r}: {first['msg']}") from exc

@@ -1,0 +1,130 @@
+"""What a forked run child does, from the moment ``fork`` returns until ``os._exit``.
+
+It isolates itself (new session, only fds 0-2 open, default signal handlers, scrubbed
+environment, its own working dir), reads the snippet from its code pipe, runs it as
+``__main__`` and leaves only through ``os._exit``, so nothing of the zygote's loop ever runs
+again in this process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn, TextIO
+
+from dify_sandbox.executors.zygote.limits import apply_child_limits
+from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
+
+__all__ = ["EXIT_SETUP_FAILURE", "ChildSpec", "run_child"]
+
+# sysexits' EX_SOFTWARE: the child failed before the snippet started.
+EXIT_SETUP_FAILURE = 70
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    """Everything the child needs, decided by the zygote before the fork."""
+
+    code_fd: int
+    stdout_fd: int
+    stderr_fd: int
+    preload_bytes: int
+    run_dir: str
+    environment: Mapping[str, str]
+
+
+def run_child(spec: ChildSpec) -> NoReturn:
+    """Runs one snippet in this freshly forked process and exits with its status."""
+    exit_code = EXIT_SETUP_FAILURE
+    try:
+        os.setsid()
+        _restore_signals()
+        _wire_stdio(spec.stdout_fd, spec.stderr_fd)
+        payload = _read_all(spec.code_fd)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        apply_child_limits()
+        _enter_run_dir(spec.run_dir, spec.environment)
+        preload = payload[: spec.preload_bytes].decode("utf-8", "surrogatepass")
+        code = payload[spec.preload_bytes :].decode("utf-8", "surrogatepass")
+        main_module = fresh_main_module()
+        sys.modules["__main__"] = main_module
+        exit_code = run_snippet(code, preload, main_module, sys.stderr)
+        _wait_for_threads()
+    except BaseException as exc:  # noqa: BLE001 - report any setup failure on the run's stderr
+        _report(f"sandbox: run setup failed: {type(exc).__name__}: {exc}\n")
+    finally:
+        _flush(sys.stdout)
+        _flush(sys.stderr)
+        os._exit(exit_code)
+
+
+def _restore_signals() -> None:
+    # The zygote's wakeup fd and handlers must not fire in user code; Python's own defaults return.
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+def _text_stream(fd: int, line_buffering: bool) -> TextIO:
+    # UTF-8 whatever the locale; unencodable text is escaped rather than failing the print.
+    raw = io.FileIO(fd, "w", closefd=False)
+    buffered = io.BufferedWriter(raw)
+    return io.TextIOWrapper(buffered, encoding="utf-8", errors="backslashreplace", line_buffering=line_buffering)
+
+
+def _wire_stdio(stdout_fd: int, stderr_fd: int) -> None:
+    os.dup2(stdout_fd, 1)
+    os.dup2(stderr_fd, 2)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = sys.__stdout__ = _text_stream(1, line_buffering=False)
+    sys.stderr = sys.__stderr__ = _text_stream(2, line_buffering=True)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, _READ_CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _enter_run_dir(run_dir: str, environment: Mapping[str, str]) -> None:
+    os.mkdir(run_dir, 0o700)
+    os.chdir(run_dir)
+    os.environ.clear()
+    os.environ.update(environment)
+    os.environ["HOME"] = os.environ["TMPDIR"] = run_dir
+    tempfile.tempdir = run_dir
+    sys.argv = [""]
+
+
+def _wait_for_threads() -> None:
+    # A script's interpreter waits for its non-daemon threads (and runs their atexit hooks) before
+    # it exits; os._exit would cut them off. threading._shutdown is how CPython itself does it.
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+
+
+def _flush(stream: TextIO) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        pass  # the snippet closed or broke its own stream; there is nothing left to save
+
+
+def _report(message: str) -> None:
+    try:
+        os.write(2, message.encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass

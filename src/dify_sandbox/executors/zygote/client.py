@@ -1,0 +1,499 @@
+"""The worker side of the fork executor: owns one zygote process at a time and runs snippets through it.
+
+:class:`ZygoteProcess` is one zygote and its socket; :class:`ZygoteExecutor` keeps a live one,
+respawns it when it dies, swaps in a fresh one on ``rewarm`` and pings it to catch a hang. All
+I/O is callbacks on the server's event loop: a run costs three pipes and no thread or task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from dify_sandbox.config import Settings
+from dify_sandbox.dependencies import import_names, read_requirements
+from dify_sandbox.errors import ExecutorError, ProtocolError, ZygoteUnavailableError
+from dify_sandbox.executors._pipes import PipeReader, PipeWriter
+from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.executors.zygote.limits import kill_group
+from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, Frame, Op
+from dify_sandbox.executors.zygote.server import FLAG_NETWORK
+
+__all__ = ["ZygoteExecutor", "ZygoteProcess"]
+
+logger = structlog.get_logger("dify_sandbox.executors.zygote")
+
+READY_TIMEOUT = 120.0  # preloading heavy packages (pandas, torch) can take a while
+RESTART_WAIT = 30.0  # how long a run waits for a dead zygote to come back
+PING_INTERVAL = 10.0
+PING_TIMEOUT = 5.0
+# After the child exits, its group is killed; only an escaped process could keep a pipe open.
+EOF_GRACE = 0.5
+_RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+
+
+class _Run:
+    """The state of one run between SPAWN and the end of its output."""
+
+    __slots__ = ("done", "error", "pid", "status", "stderr", "stdout", "timed_out")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.timed_out = False
+        self.error: ExecutorError | None = None
+        self.stdout: PipeReader | None = None
+        self.stderr: PipeReader | None = None
+
+    def maybe_finish(self) -> None:
+        """Completes the run once it exited and both pipes reached EOF."""
+        if self.status is None or self.done.done():
+            return
+        if all(reader is None or reader.eof for reader in (self.stdout, self.stderr)):
+            self.done.set_result(None)
+
+    def finish(self) -> None:
+        """Completes the run now, whatever is still open."""
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, error: ExecutorError) -> None:
+        """Ends the run with an executor error (not a user outcome)."""
+        self.error = error
+        self.finish()
+
+    def close(self) -> None:
+        """Releases the run's pipes."""
+        for reader in (self.stdout, self.stderr):
+            if reader is not None:
+                reader.close()
+
+    def result(self, duration: float) -> RunResult:
+        """Decodes the wait status and output into a :class:`RunResult`."""
+        assert self.status is not None
+        assert self.stdout is not None
+        assert self.stderr is not None
+        code = os.waitstatus_to_exitcode(self.status)
+        limited = self.stdout.limited or self.stderr.limited
+        killed_by_us = self.timed_out or limited
+        return RunResult(
+            stdout=self.stdout.text(),
+            stderr=self.stderr.text(),
+            exit_code=code if code >= 0 else EXIT_KILLED,
+            timed_out=self.timed_out,
+            output_limited=limited and not self.timed_out,
+            signal=-code if code < 0 and not killed_by_us else None,
+            duration=duration,
+            pid=self.pid,
+        )
+
+
+class ZygoteProcess:
+    """One zygote process: its socket, its in-flight runs, and the frames between them."""
+
+    def __init__(self, settings: Settings, preload_modules: list[str], on_death: Callable[[ZygoteProcess], None]):
+        self.settings = settings
+        self.preload_modules = preload_modules
+        self._on_death = on_death
+        self._loop = asyncio.get_running_loop()
+        self._runs: dict[int, _Run] = {}
+        self._ids = itertools.count(1)
+        self._outbox: list[tuple[bytes, list[int]]] = []
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._sock: socket.socket | None = None
+        self.process: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
+        self.alive = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._log_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Starts the zygote as a fresh interpreter and waits until it has preloaded its modules."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        run_root = self.settings.run_dir or Path(tempfile.gettempdir())
+        config = {
+            "socket_fd": theirs.fileno(),
+            "run_root": tempfile.mkdtemp(prefix="dify-sandbox-", dir=run_root),
+            "preload_modules": self.preload_modules,
+            "env_online": self.settings.run_environment(enable_network=True),
+            "env_offline": self.settings.run_environment(enable_network=False),
+        }
+        env = self.settings.run_environment(enable_network=True)
+        if "PYTHONPATH" in os.environ:
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-P",
+                "-m",
+                "dify_sandbox.executors.zygote",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # a Ctrl-C on the terminal must not reach it before the drain
+                env=env,
+            )
+        except OSError as exc:
+            ours.close()
+            raise ZygoteUnavailableError(f"cannot start the zygote: {exc}") from exc
+        finally:
+            theirs.close()
+        self.pid = self.process.pid
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(config).encode())
+        self.process.stdin.close()
+        self._sock = ours
+        ours.setblocking(False)
+        self.alive = True
+        self._loop.add_reader(ours.fileno(), self._on_readable)
+        self._log_task = asyncio.create_task(self._relay_logs())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT)
+        except TimeoutError:
+            await self.close(timeout=0)
+            raise ZygoteUnavailableError(f"the zygote did not become ready within {READY_TIMEOUT:.0f} s") from None
+        except ZygoteUnavailableError:
+            await self.close(timeout=0)
+            raise ZygoteUnavailableError("the zygote exited during start-up (see its log lines)") from None
+
+    async def run(self, request: RunRequest, preload: str) -> RunResult:
+        """Runs one snippet in a child forked by this zygote."""
+        if not self.alive:
+            raise ZygoteUnavailableError("the zygote is not running")
+        loop = self._loop
+        run_id = next(self._ids)
+        run = _Run(loop)
+        preload_bytes = preload.encode("utf-8", "surrogatepass")
+        payload = preload_bytes + request.code.encode("utf-8", "surrogatepass")
+        code_r, code_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        self._runs[run_id] = run
+        self.idle.clear()
+        started = loop.time()
+        flags = FLAG_NETWORK if request.enable_network else 0
+        self._send(Frame(Op.SPAWN, run_id, flags, len(preload_bytes)), [code_r, out_w, err_w])
+        limit = self.settings.output_limit_bytes
+        run.stdout = PipeReader(loop, out_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
+        run.stderr = PipeReader(loop, err_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
+        writer = PipeWriter(loop, code_w, payload)
+        timer = loop.call_later(request.timeout, self._on_timeout, run_id)
+        try:
+            await run.done
+        finally:
+            timer.cancel()
+            writer.close()
+            run.close()
+            if run.status is None and self.alive:
+                self.kill_run(run_id)  # cancelled (client gone, shutdown): never leave the child running
+            self._forget(run_id)
+        if run.error is not None:
+            raise run.error
+        return run.result(loop.time() - started)
+
+    def kill_run(self, run_id: int) -> None:
+        """Asks the zygote to SIGKILL a run's process group."""
+        if self.alive:
+            self._send(Frame(Op.KILL, run_id), [])
+
+    def kill_all(self) -> None:
+        """Kills every in-flight run."""
+        for run_id in list(self._runs):
+            self.kill_run(run_id)
+
+    async def ping(self) -> None:
+        """Round-trips a PING frame; raises TimeoutError if the zygote does not answer."""
+        nonce = next(self._ids)
+        pong: asyncio.Future[None] = self._loop.create_future()
+        self._pongs[nonce] = pong
+        self._send(Frame(Op.PING, value=nonce), [])
+        try:
+            await asyncio.wait_for(pong, PING_TIMEOUT)
+        finally:
+            self._pongs.pop(nonce, None)
+
+    def kill(self) -> None:
+        """SIGKILLs the zygote; the socket's EOF then fails its runs and triggers a respawn."""
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGKILL)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stops the zygote: closing the socket makes it kill its runs and exit."""
+        self._shutdown(ZygoteUnavailableError("the zygote was stopped during the run"))
+        if self.process is not None:
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                logger.warning("Zygote did not stop in time; killing it", zygote_pid=self.pid)
+                self.kill()
+                await self.process.wait()
+        if self._log_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._log_task
+
+    async def retire(self) -> None:
+        """Closes this zygote once its in-flight runs are done (after a rewarm)."""
+        await self.idle.wait()
+        await self.close()
+
+    # --- frames --------------------------------------------------------------------------------
+
+    def _send(self, frame: Frame, fds: list[int]) -> None:
+        # The outbox owns the fds until they are sent; the child gets its own copies.
+        self._outbox.append((frame.pack(), fds))
+        if len(self._outbox) == 1:
+            self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        sock = self._sock
+        while self._outbox:
+            data, fds = self._outbox[0]
+            if sock is None or not self.alive:
+                break
+            try:
+                socket.send_fds(sock, [data], fds) if fds else sock.send(data)
+            except BlockingIOError:
+                self._loop.add_writer(sock.fileno(), self._on_writable)
+                return
+            except OSError:
+                self._shutdown(ZygoteUnavailableError("lost the connection to the zygote"))
+                return
+            self._outbox.pop(0)
+            _close_fds(fds)
+        if sock is not None and not self._outbox:
+            self._loop.remove_writer(sock.fileno())
+
+    def _on_writable(self) -> None:
+        self._flush_outbox()
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        while sock is not None:
+            try:
+                data = sock.recv(FRAME_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._shutdown(ZygoteUnavailableError("the zygote process died during the run; it is being restarted"))
+                return
+            try:
+                self._dispatch(Frame.unpack(data))
+            except ProtocolError as exc:
+                logger.error("Bad frame from zygote; stopping it", zygote_pid=self.pid, error=str(exc))
+                self.kill()
+                return
+
+    def _dispatch(self, frame: Frame) -> None:
+        if frame.op == Op.READY:
+            if not self._ready.done():
+                self._ready.set_result(None)
+            return
+        if frame.op == Op.PONG:
+            pong = self._pongs.get(frame.value)
+            if pong is not None and not pong.done():
+                pong.set_result(None)
+            return
+        run = self._runs.get(frame.run_id)
+        if run is None:
+            return  # the run was cancelled and forgotten; its late frames carry nothing we need
+        if frame.op == Op.STARTED:
+            run.pid = frame.value
+        elif frame.op == Op.EXITED:
+            run.status = frame.aux
+            run.maybe_finish()
+            if not run.done.done():
+                self._loop.call_later(EOF_GRACE, run.finish)
+        elif frame.op == Op.FAILED:
+            run.fail(ExecutorError(f"could not start the run: {os.strerror(frame.aux)}"))
+        else:
+            raise ProtocolError(f"unexpected frame {frame.op!r}")
+
+    def _on_timeout(self, run_id: int) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.status is None:
+            run.timed_out = True
+            self.kill_run(run_id)
+
+    def _forget(self, run_id: int) -> None:
+        self._runs.pop(run_id, None)
+        if not self._runs:
+            self.idle.set()
+
+    def _shutdown(self, error: ZygoteUnavailableError) -> None:
+        """Tears down the connection: fails in-flight runs, kills their groups, drops queued fds."""
+        if not self.alive:
+            return
+        self.alive = False
+        if self._sock is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for _, fds in self._outbox:
+            _close_fds(fds)
+        self._outbox.clear()
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # mark retrieved: start() may already have given up
+        for run in self._runs.values():
+            if run.pid is not None:
+                kill_group(run.pid)  # its zygote is gone: the worker is the only one left to do it
+            run.fail(error)
+        self._on_death(self)
+
+    async def _relay_logs(self) -> None:
+        """Re-logs the zygote's JSON log lines through our logging."""
+        assert self.process is not None
+        assert self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            try:
+                record = json.loads(line)
+                event = str(record.pop("event"))
+                level = str(record.pop("level", "info"))
+            except (ValueError, KeyError, AttributeError):
+                logger.warning("Zygote output", zygote_pid=self.pid, line=line)
+                continue
+            logger.log(_LEVELS.get(level, 20), event, zygote_pid=self.pid, **record)
+
+
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+class ZygoteExecutor:
+    """The fork executor: every run is a fresh child of a warm zygote (see ``README.md`` here)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._zygote: ZygoteProcess | None = None
+        self._retiring: set[ZygoteProcess] = set()
+        self._restart: asyncio.Task[None] | None = None
+        self._ping: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.restarts = 0
+
+    async def start(self) -> None:
+        """Starts the first zygote and its health ping."""
+        self._zygote = await self._spawn()
+        self._ping = asyncio.create_task(self._ping_forever())
+
+    async def run(self, request: RunRequest) -> RunResult:
+        """Runs one snippet; raises :class:`ZygoteUnavailableError` if no zygote can be had."""
+        zygote = await self._live_zygote()
+        preload = request.preload if self.settings.enable_preload else ""
+        return await zygote.run(request, preload)
+
+    async def rewarm(self) -> None:
+        """Starts a zygote with the current package list, then retires the old one once it is idle."""
+        fresh = await self._spawn()
+        old, self._zygote = self._zygote, fresh
+        if old is not None:
+            self._retire(old)
+
+    async def kill_all(self) -> None:
+        """Kills the runs of every zygote."""
+        for zygote in self._zygotes():
+            zygote.kill_all()
+
+    async def close(self) -> None:
+        """Stops every zygote; their runs are killed with them."""
+        self._closing = True
+        for task in (self._ping, self._restart):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await asyncio.gather(*(zygote.close() for zygote in self._zygotes()))
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _zygotes(self) -> list[ZygoteProcess]:
+        current = [self._zygote] if self._zygote is not None else []
+        return current + list(self._retiring)
+
+    def _preload_modules(self) -> list[str]:
+        modules = list(self.settings.preload_modules)
+        if self.settings.preload_requirements:
+            extra = import_names(read_requirements(self.settings.requirements_files))
+            modules += [name for name in extra if name not in modules]
+        return modules
+
+    async def _spawn(self) -> ZygoteProcess:
+        zygote = ZygoteProcess(self.settings, self._preload_modules(), self._handle_death)
+        await zygote.start()
+        return zygote
+
+    def _retire(self, zygote: ZygoteProcess) -> None:
+        self._retiring.add(zygote)
+        task = asyncio.create_task(zygote.retire())
+        self._tasks.add(task)
+        task.add_done_callback(lambda _: (self._retiring.discard(zygote), self._tasks.discard(task)))
+
+    def _handle_death(self, zygote: ZygoteProcess) -> None:
+        if self._closing or zygote is not self._zygote:
+            return
+        logger.error("Zygote died; restarting it", zygote_pid=zygote.pid)
+        self._retire(zygote)  # reaps the process
+        self._zygote = None
+        if self._restart is None or self._restart.done():
+            self._restart = asyncio.create_task(self._respawn())
+
+    async def _respawn(self) -> None:
+        for attempt in itertools.count():
+            try:
+                self._zygote = await self._spawn()
+            except ExecutorError as exc:
+                delay = _RESTART_BACKOFF[min(attempt, len(_RESTART_BACKOFF) - 1)]
+                logger.error("Zygote restart failed", error=str(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                continue
+            self.restarts += 1
+            logger.info("Zygote restarted", zygote_pid=self._zygote.pid, restarts=self.restarts)
+            return
+
+    async def _live_zygote(self) -> ZygoteProcess:
+        if self._zygote is not None and self._zygote.alive:
+            return self._zygote
+        if self._restart is not None and not self._restart.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._restart), RESTART_WAIT)
+        if self._zygote is None or not self._zygote.alive:
+            raise ZygoteUnavailableError("the zygote is restarting; try again shortly")
+        return self._zygote
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PING_INTERVAL)
+            zygote = self._zygote
+            if zygote is None or not zygote.alive:
+                continue
+            try:
+                await zygote.ping()
+            except TimeoutError:
+                logger.error("Zygote did not answer a ping; killing it", zygote_pid=zygote.pid)
+                zygote.kill()

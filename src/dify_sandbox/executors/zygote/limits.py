@@ -1,0 +1,39 @@
+"""Kernel-level limits for a run: rlimits applied in the child, and killing a run's process group."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import resource
+import signal
+
+__all__ = ["apply_child_limits", "become_subreaper", "kill_group"]
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def apply_child_limits() -> None:
+    """Limits applied to every run child before the snippet starts.
+
+    No core files: a segfaulting snippet must not write one into its run dir or hand one to the
+    host's core handler, which can take seconds.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILLs every process of a run's group; a group that is already gone is fine."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def become_subreaper() -> bool:
+    """Makes orphans of runs (double forks) our children, so the zygote reaps them and not init."""
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)

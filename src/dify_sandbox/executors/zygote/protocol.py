@@ -1,0 +1,71 @@
+"""Frames exchanged between a server worker and its zygote over an ``AF_UNIX`` ``SOCK_SEQPACKET`` pair.
+
+Every frame is one fixed-size datagram (``SEQPACKET`` keeps the boundaries), big-endian::
+
+    0      1      4                12                       20               24
+    +------+------+----------------+------------------------+----------------+
+    |  op  | pad  |  run id (u64)  |  value (i64)           |  aux (i32)     |
+    +------+------+----------------+------------------------+----------------+
+
+    op  direction        value              aux                 ancillary data
+    S   worker→zygote    flags              preload length      SCM_RIGHTS [code_r, stdout_w, stderr_w]
+    K   worker→zygote    -                  -                   -            kill the run's group
+    P   worker→zygote    nonce              -                   -            ping
+    R   zygote→worker    zygote pid         modules preloaded   -            ready (sent once)
+    s   zygote→worker    child pid          -                   -            started
+    x   zygote→worker    child pid          wait status         -            exited (group killed, dir removed)
+    f   zygote→worker    -                  errno               -            fork failed
+    p   zygote→worker    nonce              -                   -            pong
+
+The code travels on its own pipe (never argv), written by the worker while the child reads it,
+so the zygote never copies it and a several-MB snippet costs the zygote nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from dify_sandbox.errors import ProtocolError
+
+__all__ = ["FRAME_BYTES", "SPAWN_FDS", "Frame", "Op"]
+
+_FRAME: Final = struct.Struct("!c3xQqi")
+FRAME_BYTES: Final = _FRAME.size
+SPAWN_FDS: Final = 3  # code read end, stdout write end, stderr write end
+
+
+class Op:
+    """Frame operation bytes."""
+
+    SPAWN: Final = b"S"
+    KILL: Final = b"K"
+    PING: Final = b"P"
+    READY: Final = b"R"
+    STARTED: Final = b"s"
+    EXITED: Final = b"x"
+    FAILED: Final = b"f"
+    PONG: Final = b"p"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame."""
+
+    op: bytes
+    run_id: int = 0
+    value: int = 0
+    aux: int = 0
+
+    def pack(self) -> bytes:
+        """Encodes the frame for one ``send``."""
+        return _FRAME.pack(self.op, self.run_id, self.value, self.aux)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Frame:
+        """Decodes one datagram; raises :class:`ProtocolError` on a wrong size."""
+        if len(data) != FRAME_BYTES:
+            raise ProtocolError(f"frame of {len(data)} bytes, expected {FRAME_BYTES}")
+        op, run_id, value, aux = _FRAME.unpack(data)
+        return cls(op, run_id, value, aux)

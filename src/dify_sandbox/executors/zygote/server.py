@@ -1,0 +1,237 @@
+"""The zygote: a single-threaded process that imports the common modules once and forks a child per run.
+
+It is started as a fresh interpreter (``python -m dify_sandbox.executors.zygote``) by one server
+worker, reads its configuration as JSON on stdin, and then serves frames (see ``protocol.py``)
+on the socket it inherited. SIGCHLD reaches the loop through ``signal.set_wakeup_fd``; a child's
+exit is seen with ``WNOWAIT`` first so its process group can be killed while the group id is
+still held, then reaped. The zygote exits when its worker closes the socket, killing every run.
+Its log events are JSON lines on stderr, which the worker re-logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gc
+import importlib
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dify_sandbox.executors.zygote.child import ChildSpec, run_child
+from dify_sandbox.executors.zygote.limits import become_subreaper, kill_group
+from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, SPAWN_FDS, Frame, Op
+
+__all__ = ["FLAG_NETWORK", "ZygoteConfig", "ZygoteServer", "main"]
+
+FLAG_NETWORK = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ZygoteConfig:
+    """What the worker tells the zygote at start (as JSON on stdin)."""
+
+    socket_fd: int
+    run_root: str
+    preload_modules: list[str] = field(default_factory=list)
+    env_online: dict[str, str] = field(default_factory=dict)
+    env_offline: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> ZygoteConfig:
+        """Parses the start-up document written by the worker."""
+        data = json.loads(text)
+        return cls(
+            socket_fd=int(data["socket_fd"]),
+            run_root=str(data["run_root"]),
+            preload_modules=[str(name) for name in data.get("preload_modules", [])],
+            env_online={str(k): str(v) for k, v in data.get("env_online", {}).items()},
+            env_offline={str(k): str(v) for k, v in data.get("env_offline", {}).items()},
+        )
+
+
+def log(event: str, level: str = "info", **fields: Any) -> None:
+    """Writes one JSON log line to stderr for the worker to re-log."""
+    line = json.dumps({"event": event, "level": level, **fields}, default=str)
+    with contextlib.suppress(OSError):
+        os.write(2, (line + "\n").encode())
+
+
+class ZygoteServer:
+    """The zygote's loop: spawn on request, reap on SIGCHLD, report exits."""
+
+    def __init__(self, config: ZygoteConfig) -> None:
+        self.config = config
+        self.sock = socket.socket(fileno=config.socket_fd)
+        self.sock.setblocking(True)
+        self.runs: dict[int, int] = {}  # pid -> run id
+        self.pids: dict[int, int] = {}  # run id -> pid
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+
+    def preload(self) -> int:
+        """Imports the configured modules once; one that fails is logged and skipped."""
+        loaded = 0
+        for name in self.config.preload_modules:
+            started = time.perf_counter()
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # noqa: BLE001 - any import failure only costs the warm start
+                log("Preload module failed", "warning", module=name, error=f"{type(exc).__name__}: {exc}")
+                continue
+            loaded += 1
+            log("Preloaded module", "debug", module=name, ms=round((time.perf_counter() - started) * 1000, 1))
+        return loaded
+
+    def serve(self) -> None:
+        """Runs until the worker closes the socket or SIGTERM arrives."""
+        os.makedirs(self.config.run_root, mode=0o700, exist_ok=True)
+        loaded = self.preload()
+        subreaper = become_subreaper()
+        wakeup_r, wakeup_w = os.pipe()
+        os.set_blocking(wakeup_w, False)
+        os.set_blocking(wakeup_r, False)
+        signal.set_wakeup_fd(wakeup_w)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            # Handlers do nothing: the wakeup fd carries the signal number to the loop.
+            signal.signal(signum, lambda *_: None)
+        self.selector.register(self.sock, selectors.EVENT_READ, self.handle_frame)
+        self.selector.register(wakeup_r, selectors.EVENT_READ, self.handle_signals)
+        # Objects that exist now are shared by every child; freezing keeps the GC off their pages.
+        gc.freeze()
+        self.send(Frame(Op.READY, value=os.getpid(), aux=loaded))
+        log("Zygote ready", preloaded_modules=loaded, subreaper=subreaper)
+        try:
+            while not self.stopping:
+                for key, _ in self.selector.select():
+                    key.data(key.fileobj)
+        finally:
+            self.close()
+
+    def handle_frame(self, _: object) -> None:
+        """Reads one request frame (with its fds) from the worker."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, FRAME_BYTES, SPAWN_FDS)
+        except ConnectionError:
+            data, fds = b"", []
+        if not data:
+            self.stopping = True
+            return
+        frame = Frame.unpack(data)
+        if frame.op == Op.SPAWN:
+            self.spawn(frame, fds)
+            return
+        for fd in fds:
+            os.close(fd)
+        if frame.op == Op.KILL:
+            pid = self.pids.get(frame.run_id)
+            if pid is not None:
+                kill_group(pid)
+        elif frame.op == Op.PING:
+            self.send(Frame(Op.PONG, value=frame.value))
+        else:
+            log("Unknown frame", "warning", op=frame.op.decode(errors="replace"))
+
+    def spawn(self, frame: Frame, fds: list[int]) -> None:
+        """Forks the child of one run and tells the worker its pid."""
+        if len(fds) != SPAWN_FDS:
+            for fd in fds:
+                os.close(fd)
+            self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EBADF))
+            return
+        code_fd, stdout_fd, stderr_fd = fds
+        environment = self.config.env_online if frame.value & FLAG_NETWORK else self.config.env_offline
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            log("Fork failed", "error", error=str(exc))
+            self.send(Frame(Op.FAILED, frame.run_id, aux=exc.errno or 0))
+            return
+        if pid == 0:
+            run_child(
+                ChildSpec(code_fd, stdout_fd, stderr_fd, frame.aux, self.run_dir(os.getpid()), environment)
+            )
+        for fd in fds:
+            os.close(fd)
+        self.runs[pid] = frame.run_id
+        self.pids[frame.run_id] = pid
+        self.send(Frame(Op.STARTED, frame.run_id, value=pid))
+
+    def handle_signals(self, wakeup: object) -> None:
+        """Drains the wakeup fd: SIGCHLD reaps, SIGTERM/SIGINT stop the loop."""
+        assert isinstance(wakeup, int)
+        with contextlib.suppress(BlockingIOError):
+            for signum in os.read(wakeup, 512):
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    self.stopping = True
+        self.reap()
+
+    def reap(self) -> None:
+        """Reaps every exited child; a run's group is killed before its leader is reaped."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == 0:
+                return
+            pid = info.si_pid
+            run_id = self.runs.pop(pid, None)
+            if run_id is not None:
+                # The zombie leader still holds the group id, so this cannot hit a recycled group.
+                kill_group(pid)
+            _, status = os.waitpid(pid, 0)
+            if run_id is not None:
+                del self.pids[run_id]
+                self.remove_run_dir(pid)
+                self.send(Frame(Op.EXITED, run_id, value=pid, aux=status))
+
+    def run_dir(self, pid: int) -> str:
+        """The working dir of the run whose child has this pid."""
+        return os.path.join(self.config.run_root, f"run-{pid}")
+
+    def remove_run_dir(self, pid: int) -> None:
+        """Deletes a finished run's dir; an empty one (the common case) costs one rmdir."""
+        path = self.run_dir(pid)
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def send(self, frame: Frame) -> None:
+        """Sends one frame to the worker; a worker that is gone stops the loop."""
+        try:
+            self.sock.send(frame.pack())
+        except OSError:
+            self.stopping = True
+
+    def close(self) -> None:
+        """Kills every run, reaps what it can, removes the run dirs."""
+        for pid in list(self.runs):
+            kill_group(pid)
+        deadline = time.monotonic() + 2.0
+        while self.runs and time.monotonic() < deadline:
+            self.reap()
+            time.sleep(0.01)
+        shutil.rmtree(self.config.run_root, ignore_errors=True)
+        log("Zygote stopped", runs_left=len(self.runs))
+
+
+def main(stdin_text: str | None = None) -> None:
+    """Entry point of the zygote process."""
+    config = ZygoteConfig.from_json(stdin_text if stdin_text is not None else sys.stdin.read())
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    ZygoteServer(config).serve()

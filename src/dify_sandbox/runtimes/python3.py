@@ -1,0 +1,67 @@
+"""How a Python snippet is executed inside the process that runs it.
+
+Shared by the fork child and the thread executor, so both give the same result semantics as
+the official service: a fresh ``__main__`` module, the preload first, a traceback on stderr and
+exit code 255 for an uncaught exception, ``SystemExit(n)`` giving ``n``.
+"""
+
+from __future__ import annotations
+
+import linecache
+import traceback
+import types
+from typing import TextIO
+
+__all__ = ["CODE_FILENAME", "EXIT_UNCAUGHT", "PRELOAD_FILENAME", "exit_code_of", "fresh_main_module", "run_snippet"]
+
+# The official prescript's excepthook exits with -1, which the OS reports as 255.
+EXIT_UNCAUGHT = 255
+CODE_FILENAME = "<code>"
+PRELOAD_FILENAME = "<preload>"
+
+
+def exit_code_of(exc: SystemExit, stderr: TextIO) -> int:
+    """The process status Python itself would give for ``SystemExit``."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, bool) or not isinstance(code, int):
+        print(code, file=stderr)
+        return 1
+    return code & 0xFF
+
+
+def run_snippet(code: str, preload: str, main_module: types.ModuleType, stderr: TextIO) -> int:
+    """Runs ``preload`` then ``code`` as ``__main__``; returns the exit code. Never raises."""
+    try:
+        for source, filename in ((preload, PRELOAD_FILENAME), (code, CODE_FILENAME)):
+            if source:
+                _register_source(source, filename)
+                exec(compile(source, filename, "exec"), main_module.__dict__)  # noqa: S102 - running it is the job
+    except SystemExit as exc:
+        return exit_code_of(exc, stderr)
+    except BaseException as exc:  # noqa: BLE001 - any uncaught error of the snippet is its outcome
+        _print_user_traceback(exc, stderr)
+        return EXIT_UNCAUGHT
+    return 0
+
+
+def fresh_main_module() -> types.ModuleType:
+    """A new, empty ``__main__`` module, as a fresh interpreter would have."""
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = __builtins__
+    module.__file__ = CODE_FILENAME
+    return module
+
+
+def _register_source(source: str, filename: str) -> None:
+    # Tracebacks then show the user's source lines, as they would for a file.
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+
+
+def _print_user_traceback(exc: BaseException, stderr: TextIO) -> None:
+    # Drop our own frame so the traceback starts in the user's code.
+    tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+    traceback.print_exception(type(exc), exc.with_traceback(tb), tb, file=stderr)
+    stderr.flush()
+

@@ -1,0 +1,43 @@
+"""What one server worker owns: its settings, admission control and executors, started and closed together."""
+
+from __future__ import annotations
+
+from dify_sandbox.admission import Admission
+from dify_sandbox.config import Settings
+from dify_sandbox.errors import ExecutorError
+from dify_sandbox.executors import executor_class
+from dify_sandbox.executors.base import Executor, Language
+
+__all__ = ["Service"]
+
+
+class Service:
+    """The per-worker state shared by the routes and the server's shutdown logic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.api_key = settings.api_key.get_secret_value().encode("utf-8", "surrogateescape")
+        self.admission = Admission(settings.max_requests, settings.max_workers)
+        self.python: Executor = executor_class(settings.executor)(settings)
+
+    async def start(self) -> None:
+        """Starts the executors; the worker serves only once this returns."""
+        await self.python.start()
+
+    def executor(self, language: Language) -> Executor:
+        """The executor for ``language``."""
+        if language == "python3":
+            return self.python
+        raise ExecutorError("nodejs runs are not available in this build")
+
+    async def rewarm(self) -> None:
+        """Makes newly installed packages preloaded, without dropping in-flight runs."""
+        await self.python.rewarm()
+
+    async def kill_all(self) -> None:
+        """Ends every in-flight run now (the shutdown grace has run out)."""
+        await self.python.kill_all()
+
+    async def close(self) -> None:
+        """Stops the executors; nothing they started survives."""
+        await self.python.close()

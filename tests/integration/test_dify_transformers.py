@@ -1,0 +1,183 @@
+"""Dify's own request shapes: the python3 code node and the jinja2 template node, end to end.
+
+The scripts are built the way Dify builds them (`api/core/helper/code_executor/python3/python3_transformer.py`,
+`jinja2/jinja2_transformer.py` and `template_transformer.py` in langgenius/dify, after the dify#26818 fix),
+and the response is read back the way Dify reads it (`code_executor.py`: code, then data.error, then stdout;
+a greedy DOTALL regex between the result markers).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import textwrap
+
+import jinja2
+import pytest
+
+pytestmark = pytest.mark.integration
+
+RESULT_TAG = "<<RESULT>>"
+
+PYTHON3_RUNNER = textwrap.dedent(
+    """\
+    {{code}}
+
+    import json
+    from base64 import b64decode
+
+    # decode and prepare input dict
+    inputs_obj = json.loads(b64decode('{{inputs}}').decode('utf-8'))
+
+    # execute main function
+    output_obj = main(**inputs_obj)
+
+    # convert output to json and print
+    output_json = json.dumps(output_obj, indent=4)
+    result = f'''<<RESULT>>{output_json}<<RESULT>>'''
+    print(result)
+    """
+)
+
+JINJA2_RUNNER = textwrap.dedent(
+    """
+    import jinja2
+    import json
+    from base64 import b64decode
+
+    # declare main function
+    def main(**inputs):
+        # Decode base64-encoded template to handle special characters safely
+        template_code = b64decode('{{template_b64}}').decode('utf-8')
+        template = jinja2.Template(template_code)
+        return template.render(**inputs)
+
+    # decode and prepare input dict
+    inputs_obj = json.loads(b64decode('{{inputs}}').decode('utf-8'))
+
+    # execute main function
+    output = main(**inputs_obj)
+
+    # convert output and print
+    result = f'''<<RESULT>>{output}<<RESULT>>'''
+    print(result)
+
+    """
+)
+
+JINJA2_PRELOAD = textwrap.dedent(
+    """
+    import jinja2
+    from base64 import b64decode
+
+    def _jinja2_preload_():
+        # prepare jinja2 environment, load template and render before to avoid sandbox issue
+        template = jinja2.Template('{{s}}')
+        template.render(s='a')
+
+    if __name__ == '__main__':
+        _jinja2_preload_()
+
+    """
+)
+
+PYTHON3_DEFAULT_CODE = textwrap.dedent(
+    """
+    def main(arg1: str, arg2: str) -> dict:
+        return {
+            "result": arg1 + arg2,
+        }
+    """
+)
+
+
+def serialize_inputs(inputs: dict) -> str:
+    """Dify: json.dumps(ensure_ascii=False), UTF-8, then base64."""
+    return base64.b64encode(json.dumps(inputs, ensure_ascii=False).encode()).decode("utf-8")
+
+
+def python3_script(code: str, inputs: dict) -> str:
+    return PYTHON3_RUNNER.replace("{{code}}", code).replace("{{inputs}}", serialize_inputs(inputs))
+
+
+def jinja2_script(template: str, inputs: dict) -> str:
+    template_b64 = base64.b64encode(template.encode("utf-8")).decode("utf-8")
+    return JINJA2_RUNNER.replace("{{template_b64}}", template_b64).replace("{{inputs}}", serialize_inputs(inputs))
+
+
+def dify_execute(server, code: str, preload: str = "", *, enable_network: bool = True) -> str:
+    """What Dify's CodeExecutor.execute_code does with the response; returns stdout."""
+    resp = server.run(code, preload=preload, enable_network=enable_network)
+    assert resp.status_code == 200, f"Dify: Failed to execute code, got status code {resp.status_code}"
+    body = resp.json()
+    assert body["code"] == 0, f"Dify: Got error code: {body['code']}. Got error msg: {body['message']}"
+    assert body["data"]["error"] == "", f"Dify would raise: {body['data']['error']}"
+    return body["data"]["stdout"] or ""
+
+
+def extract_result(stdout: str) -> str:
+    match = re.search(rf"{RESULT_TAG}(.*){RESULT_TAG}", stdout, re.DOTALL)
+    assert match, f"Dify: Failed to parse result from {stdout!r}"
+    return match.group(1)
+
+
+def test_python3_default_template(server):
+    """Dify's default code node with arg1/arg2 returns {"result": "HelloWorld"}."""
+    stdout = dify_execute(server, python3_script(PYTHON3_DEFAULT_CODE, {"arg1": "Hello", "arg2": "World"}))
+    assert stdout == '<<RESULT>>{\n    "result": "HelloWorld"\n}<<RESULT>>\n'
+    assert json.loads(extract_result(stdout)) == {"result": "HelloWorld"}
+
+
+def test_python3_node_round_trips_cjk_and_emoji(server):
+    """Non-ASCII inputs (CJK, emoji, quotes, newlines) survive base64 → main(**inputs) → json.dumps → markers."""
+    code = textwrap.dedent(
+        """
+        def main(arg1: str, arg2: dict) -> dict:
+            return {"echo": arg1, "nested": arg2, "length": len(arg1), "upper": arg1.upper()}
+        """
+    )
+    arg1 = "你好，世界 🌏🎉 «ß» \"quoted\" 'single' \\ back\nnew line"
+    arg2 = {"键": ["值", 1, 2.5, None, True], "emoji": "👩‍💻"}
+    stdout = dify_execute(server, python3_script(code, {"arg1": arg1, "arg2": arg2}))
+    expected = {"echo": arg1, "nested": arg2, "length": len(arg1), "upper": arg1.upper()}
+    assert stdout == f"<<RESULT>>{json.dumps(expected, indent=4)}<<RESULT>>\n"
+    assert json.loads(extract_result(stdout)) == expected
+
+
+def test_jinja2_official_case_with_preload(server):
+    """Dify's jinja2 test: raw runner + preload gives exactly "<<RESULT>>Hello World<<RESULT>>\\n"."""
+    stdout = dify_execute(server, jinja2_script("Hello {{template}}", {"template": "World"}), JINJA2_PRELOAD)
+    assert stdout == "<<RESULT>>Hello World<<RESULT>>\n"
+
+
+JINJA2_CASES = [
+    pytest.param("你好 {{ name }} 🎉", {"name": "世界🌏"}, "你好 世界🌏 🎉", id="cjk-emoji"),
+    pytest.param(
+        "He said \"{{ q }}\" and '{{ q }}'", {"q": "it's \"fine\""}, "He said \"it's \"fine\"\" and 'it's \"fine\"'",
+        id="quotes",
+    ),
+    pytest.param("'''{{ x }}''' \"\"\"{{ x }}\"\"\"", {"x": "t"}, "'''t''' \"\"\"t\"\"\"", id="triple-quotes"),
+    pytest.param(
+        '<div class="a">{{ x }}</div>\n<p>&amp; <b>{{ y }}</b></p>',
+        {"x": "<i>raw</i>", "y": "&"},
+        '<div class="a"><i>raw</i></div>\n<p>&amp; <b>&</b></p>',
+        id="html",
+    ),
+    pytest.param(
+        "{% for item in items %}- {{ loop.index }}. {{ item }}\n{% endfor %}\\n is not a newline",
+        {"items": ["α", "β"]},
+        "- 1. α\n- 2. β\n\\n is not a newline",
+        id="loop-backslash",
+    ),
+    pytest.param("line1\nline2\n", {}, "line1\nline2", id="trailing-newline-dropped"),
+]
+
+
+@pytest.mark.parametrize(("template", "inputs", "rendered"), JINJA2_CASES)
+def test_jinja2_templates_render_byte_exact(server, template, inputs, rendered):
+    """Templates with CJK, emoji, quotes, triple quotes, HTML and newlines render byte-exact (dify#26818)."""
+    assert jinja2.Template(template).render(**inputs) == rendered  # the expectation itself is right
+    stdout = dify_execute(server, jinja2_script(template, inputs), JINJA2_PRELOAD)
+    assert stdout == f"<<RESULT>>{rendered}<<RESULT>>\n"
+    assert extract_result(stdout) == rendered
