@@ -66,18 +66,22 @@ def _verdict(ok: bool | None) -> str:
 
 
 def render_table(results: list[ScenarioResult]) -> str:
-    """A plain-text table: one row per metric, grouped by scenario."""
-    rows: list[tuple[str, str, str, str, str]] = [("scenario", "metric", "value", "target", "")]
+    """A plain-text table: a heading line per scenario, then one row per metric."""
+    rows = [
+        (metric.name, metric.formatted(), metric.target or "", _verdict(metric.ok))
+        for result in results
+        for metric in result.metrics
+    ]
+    widths = [max([len(row[i]) for row in rows], default=0) for i in range(4)]
+    lines: list[str] = []
     for result in results:
-        label = f"{result.name}  {result.title}"
+        verdict = _verdict(result.passed)
+        lines.append(f"{result.name}: {result.title}" + (f"  [{verdict}]" if verdict else ""))
         if result.error is not None:
-            rows.append((label, "ERROR", result.error.splitlines()[0][:100], "", "FAIL"))
+            lines.append(f"    ERROR {result.error.splitlines()[0][:200]}")
         for metric in result.metrics:
-            rows.append((label, metric.name, metric.formatted(), metric.target or "", _verdict(metric.ok)))
-            label = ""
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+            cells = (metric.name, metric.formatted(), metric.target or "", _verdict(metric.ok))
+            lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from typing import IO, Self
 import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs in the dev group
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 15.0
 LOG_TAIL_BYTES = 4000
@@ -60,6 +61,7 @@ class Server:
         self._process = subprocess.Popen(
             [self.python, "-m", "dify_sandbox", "serve"],
             env=self.env,
+            cwd=REPO_ROOT,  # where an operator would start it: conf/ and the requirements files resolve from here
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

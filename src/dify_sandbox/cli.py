@@ -73,6 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     logger.info("Starting", version=__version__, settings=settings.redacted())
     _warn_about(settings)
-    from dify_sandbox.server import serve  # noqa: PLC0415 - keeps `--version` and config errors fast
+    from dify_sandbox.server import serve
 
     return serve(settings)

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # --- settings shared with the official service ---------------------------------------------
     port: int = Field(8194, ge=0, le=65535, validation_alias=_official("SANDBOX_PORT"), description="TCP port.")
     debug: bool = Field(
-        False, validation_alias=_official("DEBUG"), description="Debug logging; also logs code and outputs."
+        False, validation_alias=_official("DEBUG"), description="Access log and the OpenAPI docs at `/docs`."
     )
     api_key: SecretStr = Field(
         SecretStr("dify-sandbox"),
@@ -171,9 +171,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["json", "base64", "re", "datetime", "zoneinfo", "jinja2", "httpx", "requests"],
         description="Modules the zygote imports once so runs start warm.",
     )
-    preload_requirements: bool = Field(
-        True, description="Also preload the packages named in the requirements files."
-    )
+    preload_requirements: bool = Field(True, description="Also preload the packages named in the requirements files.")
     requirements_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [Path("dependencies/python-requirements.txt"), Path("python-requirements.txt")],
         description="Files listing the packages snippets may import (missing files are skipped).",
@@ -207,7 +205,11 @@ class Settings(BaseSettings):
         return 15.0 if parsed in (0, 0.0) else parsed
 
     @field_validator(
-        "python_lib_path", "allowed_syscalls", "allowed_env_vars", "preload_modules", "requirements_files",
+        "python_lib_path",
+        "allowed_syscalls",
+        "allowed_env_vars",
+        "preload_modules",
+        "requirements_files",
         mode="before",
     )
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dify_sandbox.admission import Admission
 from dify_sandbox.config import Settings
 from dify_sandbox.errors import ExecutorError
-from dify_sandbox.executors import executor_class
+from dify_sandbox.executors import create_executor
 from dify_sandbox.executors.base import Executor, Language
 
 __all__ = ["Service"]
@@ -18,7 +18,7 @@ class Service:
         self.settings = settings
         self.api_key = settings.api_key.get_secret_value().encode("utf-8", "surrogateescape")
         self.admission = Admission(settings.max_requests, settings.max_workers)
-        self.python: Executor = executor_class(settings.executor)(settings)
+        self.python: Executor = create_executor(settings.executor, settings)
 
     async def start(self) -> None:
         """Starts the executors; the worker serves only once this returns."""

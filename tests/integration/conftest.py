@@ -274,12 +274,19 @@ class Server:
 
 
 def launch_server(
-    workdir: Path, *, wait: bool = True, port: int | None = None, set_port: bool = True, **env: object
+    workdir: Path,
+    *,
+    wait: bool = True,
+    port: int | None = None,
+    set_port: bool = True,
+    api_key: str | None = None,
+    **env: object,
 ) -> Server:
     """Starts `python -m dify_sandbox serve` in `workdir` with the scrubbed environment plus `env`.
 
     Test defaults: one server worker and a 2 s shutdown grace. `set_port=False` leaves `SANDBOX_PORT`
-    unset (the port then comes from a config file; pass it as `port`).
+    unset (the port then comes from a config file; pass it as `port`). `api_key` is the key the
+    server's `http` client sends when it differs from the env `API_KEY` (e.g. set in a config file).
     """
     settings = {key: str(value) for key, value in env.items()}
     settings.setdefault("SANDBOX_WORKERS", "1")
@@ -304,7 +311,7 @@ def launch_server(
             stderr=err,
             start_new_session=True,
         )
-    server = Server(proc, port, settings.get("API_KEY", DEFAULT_API_KEY), workdir)
+    server = Server(proc, port, api_key or settings.get("API_KEY", DEFAULT_API_KEY), workdir)
     if wait:
         try:
             server.wait_ready()
@@ -333,9 +340,16 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
     """Factory: `start_server(**env) -> Server`; every server is stopped (TERM, then KILL) after the test."""
     servers: list[Server] = []
 
-    def start(*, wait: bool = True, port: int | None = None, set_port: bool = True, **env: object) -> Server:
+    def start(
+        *,
+        wait: bool = True,
+        port: int | None = None,
+        set_port: bool = True,
+        api_key: str | None = None,
+        **env: object,
+    ) -> Server:
         workdir = tmp_path / f"server{len(servers)}"
-        server = launch_server(workdir, wait=False, port=port, set_port=set_port, **env)
+        server = launch_server(workdir, wait=False, port=port, set_port=set_port, api_key=api_key, **env)
         servers.append(server)
         attach(request.node, server)
         if wait:
@@ -345,6 +359,12 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A TCP port that is free right now (for servers whose port comes from a config file)."""
+    return free_port()
 
 
 @pytest.fixture(scope="session")

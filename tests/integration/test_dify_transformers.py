@@ -137,7 +137,7 @@ def test_python3_node_round_trips_cjk_and_emoji(server):
             return {"echo": arg1, "nested": arg2, "length": len(arg1), "upper": arg1.upper()}
         """
     )
-    arg1 = "你好，世界 🌏🎉 «ß» \"quoted\" 'single' \\ back\nnew line"
+    arg1 = "你好，世界 🌏🎉 «ß» \"quoted\" 'single' \\ back\nnew line"  # noqa: RUF001 - CJK punctuation on purpose
     arg2 = {"键": ["值", 1, 2.5, None, True], "emoji": "👩‍💻"}
     stdout = dify_execute(server, python3_script(code, {"arg1": arg1, "arg2": arg2}))
     expected = {"echo": arg1, "nested": arg2, "length": len(arg1), "upper": arg1.upper()}
@@ -154,7 +154,9 @@ def test_jinja2_official_case_with_preload(server):
 JINJA2_CASES = [
     pytest.param("你好 {{ name }} 🎉", {"name": "世界🌏"}, "你好 世界🌏 🎉", id="cjk-emoji"),
     pytest.param(
-        "He said \"{{ q }}\" and '{{ q }}'", {"q": "it's \"fine\""}, "He said \"it's \"fine\"\" and 'it's \"fine\"'",
+        "He said \"{{ q }}\" and '{{ q }}'",
+        {"q": 'it\'s "fine"'},
+        'He said "it\'s "fine"" and \'it\'s "fine"\'',
         id="quotes",
     ),
     pytest.param("'''{{ x }}''' \"\"\"{{ x }}\"\"\"", {"x": "t"}, "'''t''' \"\"\"t\"\"\"", id="triple-quotes"),
@@ -166,8 +168,8 @@ JINJA2_CASES = [
     ),
     pytest.param(
         "{% for item in items %}- {{ loop.index }}. {{ item }}\n{% endfor %}\\n is not a newline",
-        {"items": ["α", "β"]},
-        "- 1. α\n- 2. β\n\\n is not a newline",
+        {"items": ["α", "β"]},  # noqa: RUF001 - Greek on purpose
+        "- 1. α\n- 2. β\n\\n is not a newline",  # noqa: RUF001 - Greek on purpose
         id="loop-backslash",
     ),
     pytest.param("line1\nline2\n", {}, "line1\nline2", id="trailing-newline-dropped"),

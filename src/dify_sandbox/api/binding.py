@@ -63,7 +63,7 @@ async def _multipart_fields(request: Request, max_bytes: int) -> dict[str, Any]:
         raise PayloadTooLargeError(f"request body larger than {max_bytes} bytes")
     try:
         form = await request.form(max_part_size=max_bytes)
-    except Exception as exc:  # noqa: BLE001 - the multipart parser raises several types for bad input
+    except Exception as exc:
         raise RequestError(f"invalid multipart body: {exc}") from None
     return {key: value for key, value in form.items() if isinstance(value, str)}
 
@@ -89,4 +89,3 @@ def _describe(exc: ValidationError) -> str:
     if first["type"] == "json_invalid":
         return f"invalid JSON: {first['msg']}"
     return f"{location}: {first['msg']}" if location else first["msg"]
-

@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from dify_sandbox.config import ExecutorKind
+    from dify_sandbox.config import ExecutorKind, Settings
     from dify_sandbox.executors.base import Executor
 
 EXECUTORS: dict[str, str] = {
@@ -18,8 +18,8 @@ EXECUTORS: dict[str, str] = {
 }
 
 
-def executor_class(kind: ExecutorKind) -> type[Executor]:
-    """Imports and returns the executor class registered under ``kind``."""
+def create_executor(kind: ExecutorKind, settings: Settings) -> Executor:
+    """Imports the executor class registered under ``kind`` and builds it."""
     module_name, _, class_name = EXECUTORS[kind].partition(":")
-    cls: type[Executor] = getattr(importlib.import_module(module_name), class_name)
-    return cls
+    executor: Executor = getattr(importlib.import_module(module_name), class_name)(settings)
+    return executor

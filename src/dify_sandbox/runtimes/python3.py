@@ -40,7 +40,7 @@ def run_snippet(code: str, preload: str, main_module: types.ModuleType, stderr: 
                 exec(compile(source, filename, "exec"), main_module.__dict__)  # noqa: S102 - running it is the job
     except SystemExit as exc:
         return exit_code_of(exc, stderr)
-    except BaseException as exc:  # noqa: BLE001 - any uncaught error of the snippet is its outcome
+    except BaseException as exc:
         _print_user_traceback(exc, stderr)
         return EXIT_UNCAUGHT
     return 0
@@ -64,4 +64,3 @@ def _print_user_traceback(exc: BaseException, stderr: TextIO) -> None:
     tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
     traceback.print_exception(type(exc), exc.with_traceback(tb), tb, file=stderr)
     stderr.flush()
-

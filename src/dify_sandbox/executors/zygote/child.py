@@ -8,6 +8,7 @@ again in this process.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -57,7 +58,7 @@ def run_child(spec: ChildSpec) -> NoReturn:
         sys.modules["__main__"] = main_module
         exit_code = run_snippet(code, preload, main_module, sys.stderr)
         _wait_for_threads()
-    except BaseException as exc:  # noqa: BLE001 - report any setup failure on the run's stderr
+    except BaseException as exc:
         _report(f"sandbox: run setup failed: {type(exc).__name__}: {exc}\n")
     finally:
         _flush(sys.stdout)
@@ -74,7 +75,7 @@ def _restore_signals() -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
-def _text_stream(fd: int, line_buffering: bool) -> TextIO:
+def _text_stream(fd: int, line_buffering: bool) -> io.TextIOWrapper:
     # UTF-8 whatever the locale; unencodable text is escaped rather than failing the print.
     raw = io.FileIO(fd, "w", closefd=False)
     buffered = io.BufferedWriter(raw)
@@ -86,9 +87,11 @@ def _wire_stdio(stdout_fd: int, stderr_fd: int) -> None:
     os.dup2(stderr_fd, 2)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = sys.__stdout__ = _text_stream(1, line_buffering=False)
-    sys.stderr = sys.__stderr__ = _text_stream(2, line_buffering=True)
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
+    sys.stdout = _text_stream(1, line_buffering=False)
+    sys.stderr = _text_stream(2, line_buffering=True)
+    # Libraries that write to the "original" streams must reach the run's pipes too.
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr  # type: ignore[misc]
 
 
 def _read_all(fd: int) -> bytes:
@@ -117,14 +120,11 @@ def _wait_for_threads() -> None:
 
 
 def _flush(stream: TextIO) -> None:
-    try:
+    # The snippet may have closed or broken its own stream; then there is nothing left to save.
+    with contextlib.suppress(OSError, ValueError):
         stream.flush()
-    except (OSError, ValueError):
-        pass  # the snippet closed or broke its own stream; there is nothing left to save
 
 
 def _report(message: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.write(2, message.encode("utf-8", "backslashreplace"))
-    except OSError:
-        pass

@@ -452,7 +452,8 @@ class ZygoteExecutor:
         self._retiring.add(zygote)
         task = asyncio.create_task(zygote.retire())
         self._tasks.add(task)
-        task.add_done_callback(lambda _: (self._retiring.discard(zygote), self._tasks.discard(task)))
+        task.add_done_callback(lambda _: self._retiring.discard(zygote))
+        task.add_done_callback(self._tasks.discard)
 
     def _handle_death(self, zygote: ZygoteProcess) -> None:
         if self._closing or zygote is not self._zygote:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -24,10 +25,8 @@ def apply_child_limits() -> None:
 
 def kill_group(pgid: int) -> None:
     """SIGKILLs every process of a run's group; a group that is already gone is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def become_subreaper() -> bool:

@@ -83,7 +83,7 @@ class ZygoteServer:
             started = time.perf_counter()
             try:
                 importlib.import_module(name)
-            except Exception as exc:  # noqa: BLE001 - any import failure only costs the warm start
+            except Exception as exc:
                 log("Preload module failed", "warning", module=name, error=f"{type(exc).__name__}: {exc}")
                 continue
             loaded += 1
@@ -157,9 +157,7 @@ class ZygoteServer:
             self.send(Frame(Op.FAILED, frame.run_id, aux=exc.errno or 0))
             return
         if pid == 0:
-            run_child(
-                ChildSpec(code_fd, stdout_fd, stderr_fd, frame.aux, self.run_dir(os.getpid()), environment)
-            )
+            run_child(ChildSpec(code_fd, stdout_fd, stderr_fd, frame.aux, self.run_dir(os.getpid()), environment))
         for fd in fds:
             os.close(fd)
         self.runs[pid] = frame.run_id

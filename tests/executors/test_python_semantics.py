@@ -1,0 +1,203 @@
+"""Python snippets through the executors: the official result semantics and the official test cases."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from dify_sandbox.executors.base import RunResult
+
+from .conftest import Harness
+
+Run = Callable[..., RunResult]
+
+
+def test_hello_world(run: Run) -> None:
+    """print gives exactly its line on stdout and an empty error."""
+    result = run('print("Hello World")')
+    assert (result.stdout, result.stderr, result.error, result.exit_code) == ("Hello World\n", "", "", 0)
+
+
+def test_uncaught_exception_exits_255_with_traceback(run: Run) -> None:
+    """The traceback goes to stderr and into error, with the user's source line."""
+    result = run("x = 1\n1 / 0\n")
+    assert result.exit_code == 255
+    assert "ZeroDivisionError: division by zero" in result.stderr
+    assert "1 / 0" in result.stderr
+    assert "dify_sandbox" not in result.stderr
+    assert result.error == "process exited with code 255\n" + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("code", "exit_code"),
+    [
+        ("import sys; sys.exit(3)", 3),
+        ("import sys; sys.exit()", 0),
+        ("exit(4)", 4),
+        ("raise SystemExit('bye')", 1),
+        ("import os; os._exit(1)", 1),
+    ],
+)
+def test_exit_codes(run: Run, code: str, exit_code: int) -> None:
+    """SystemExit, exit() and os._exit end the run with their status."""
+    result = run(code)
+    assert result.exit_code == exit_code
+    assert (result.error == "") == (exit_code == 0)
+
+
+def test_segfault_is_reported_and_harmless(run: Run) -> None:
+    """A segfault kills only the child: exit -1, the signal named, the next run fine."""
+    result = run("import ctypes; ctypes.string_at(0)")
+    assert result.exit_code == -1
+    assert "SIGSEGV" in result.error
+    assert run("print(1)").stdout == "1\n"
+
+
+def test_logging_goes_to_stderr_without_error(run: Run) -> None:
+    """logging output lands on stderr while error stays empty."""
+    result = run('import logging\nlogging.basicConfig(level=logging.INFO)\nlogging.info("hi there")')
+    assert "hi there" in result.stderr
+    assert (result.error, result.exit_code) == ("", 0)
+
+
+def test_official_cases(run: Run) -> None:
+    """base64, json and zoneinfo behave as in the official integration tests."""
+    assert run('import base64; print(base64.b64decode(base64.b64encode(b"hello")).decode())').stdout == "hello\n"
+    assert run('import json; print(json.dumps({"Hello": "World"}))').stdout == '{"Hello": "World"}\n'
+    code = (
+        "from datetime import datetime\nfrom zoneinfo import ZoneInfo\n"
+        "print(datetime(2024, 1, 1, tzinfo=ZoneInfo('Asia/Shanghai')).isoformat())"
+    )
+    assert run(code).stdout == "2024-01-01T00:00:00+08:00\n"
+
+
+def test_long_output_is_exact(run: Run) -> None:
+    """The official 304,487-byte output comes back byte for byte."""
+    assert run('print("a" * 304486)').stdout == "a" * 304486 + "\n"
+
+
+def test_fork_and_subprocess_in_user_code(run: Run) -> None:
+    """os.fork and subprocess work inside a snippet."""
+    forked = run(
+        "import os, sys\npid = os.fork()\nif pid == 0:\n    print('child', flush=True)\n    os._exit(0)\n"
+        "os.waitpid(pid, 0)\nprint('parent')"
+    )
+    assert sorted(forked.stdout.split()) == ["child", "parent"]
+    spawned = run('import subprocess\nprint(subprocess.run(["echo", "hi"], capture_output=True, text=True).stdout)')
+    assert spawned.stdout == "hi\n\n"
+
+
+def test_name_is_main_and_state_does_not_leak(run: Run) -> None:
+    """Each run gets a fresh __main__ and fresh modules."""
+    assert run("print(__name__)").stdout == "__main__\n"
+    run("import json\njson.LEAK = 1\nleak = 1")
+    assert run("import json\nprint(hasattr(json, 'LEAK'), 'leak' in globals())").stdout == "False False\n"
+
+
+def test_environment_is_scrubbed(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run sees only LANG, PATH, HOME, TMPDIR (and proxies): never the server's variables."""
+    result = run("import os\nprint(sorted(os.environ))\nprint(open('/proc/self/environ').read())")
+    names, raw_environ = result.stdout.split("\n", 1)
+    assert names == "['HOME', 'LANG', 'PATH', 'TMPDIR']"
+    assert "PYTEST" not in raw_environ
+
+
+def test_working_dir_is_private_and_removed(run: Run) -> None:
+    """cwd, HOME and TMPDIR are one fresh dir per run, gone after the run."""
+    result = run("import os, tempfile\nopen('f.txt', 'w').write('x')\nprint(os.getcwd())\nprint(tempfile.gettempdir())")
+    cwd, tmp = result.stdout.split()
+    assert cwd == tmp
+    deadline = time.monotonic() + 2
+    while os.path.exists(cwd) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not os.path.exists(cwd)
+    assert run("import os\nprint(os.getcwd())").stdout.strip() != cwd
+
+
+def test_utf8_output_regardless_of_locale(run: Run) -> None:
+    """CJK and emoji print raw; a lone surrogate is escaped instead of failing."""
+    assert run("print('你好 🌍')").stdout == "你好 🌍\n"
+    result = run("print('a\\ud800b')")
+    assert result.exit_code == 0
+    assert result.stdout == "a\\ud800b\n"
+
+
+def test_binary_garbage_on_stdout_is_replaced(run: Run) -> None:
+    """Invalid UTF-8 written to fd 1 becomes U+FFFD rather than an error."""
+    assert run("import os\nos.write(1, b'ok\\xff\\xfe\\n')").stdout == "ok\ufffd\ufffd\n"
+
+
+def test_stdin_is_empty(run: Run) -> None:
+    """Reading stdin gives EOF at once."""
+    assert run("import sys\nprint(repr(sys.stdin.read()))").stdout == "''\n"
+
+
+def test_preload_runs_first_when_enabled(harness: Harness) -> None:
+    """The preload runs before the code only when ENABLE_PRELOAD is on (off here)."""
+    assert harness.run("print(x + 1)", preload="x = 41").exit_code == 255
+
+
+def test_non_daemon_threads_finish_before_exit(run: Run) -> None:
+    """Like a script, the run waits for its non-daemon threads."""
+    code = (
+        "import threading, time\ndef work():\n    time.sleep(0.2)\n    print('late')\n"
+        "threading.Thread(target=work).start()"
+    )
+    assert run(code).stdout == "late\n"
+
+
+def test_timeout_kills_and_keeps_output(run: Run) -> None:
+    """At the limit the run is killed: exit -1, error: timeout, earlier output kept."""
+    started = time.monotonic()
+    result = run("import time\nprint('before', flush=True)\ntime.sleep(30)", timeout=1)
+    assert time.monotonic() - started < 3
+    assert result.timed_out
+    assert result.exit_code == -1
+    assert "error: timeout" in result.error
+    assert result.stdout == "before\n"
+
+
+def test_timeout_leaves_no_grandchild(run: Run) -> None:
+    """A sleeping grandchild in the run's group dies with it."""
+    code = "import subprocess, time\nsubprocess.Popen(['sleep', '97.125'])\ntime.sleep(30)"
+    assert run(code, timeout=1).timed_out
+    assert not _processes_with_arg("97.125")
+
+
+def test_background_child_dies_when_the_run_ends(run: Run) -> None:
+    """A child left running when the snippet returns is killed with the run's group."""
+    result = run("import subprocess\nsubprocess.Popen(['sleep', '98.25'])\nprint('done')")
+    assert result.stdout == "done\n"
+    assert not _processes_with_arg("98.25")
+
+
+def test_output_limit_kills_the_run(run: Run) -> None:
+    """Past the output cap the run is killed and the error says so."""
+    result = run("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)")
+    assert result.output_limited
+    assert result.exit_code == -1
+    assert "output limit exceeded" in result.error
+    assert len(result.stdout) == 1 << 20
+
+
+def test_concurrent_runs_keep_their_own_output(harness: Harness) -> None:
+    """Fifty concurrent runs each get exactly their own output."""
+    results = harness.gather([f"for _ in range(1000):\n    print('m{i}')" for i in range(50)])
+    for i, result in enumerate(results):
+        assert result.stdout == f"m{i}\n" * 1000
+
+
+def _processes_with_arg(arg: str) -> list[int]:
+    deadline = time.monotonic() + 2
+    while True:
+        found = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if arg in (proc.info["cmdline"] or []) and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
