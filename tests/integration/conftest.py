@@ -290,6 +290,7 @@ def launch_server(
     """
     settings = {key: str(value) for key, value in env.items()}
     settings.setdefault("SANDBOX_WORKERS", "1")
+    settings.setdefault("SANDBOX_EXECUTOR", "thread")
     settings.setdefault("SANDBOX_GRACE_SECONDS", "2")
     port = port or free_port()
     if set_port:
@@ -367,19 +368,57 @@ def unused_port() -> int:
     return free_port()
 
 
+_SHARED_SERVERS: list[Server] = []
+
+
 @pytest.fixture(scope="session")
 def session_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
     """Starts servers that live until the end of the session (shared by contract tests)."""
-    servers: list[Server] = []
 
     def start(name: str, **env: object) -> Server:
         server = launch_server(tmp_path_factory.mktemp(name), **env)
-        servers.append(server)
+        _SHARED_SERVERS.append(server)
         return server
 
     yield start
-    for server in servers:
-        server.stop()
+    while _SHARED_SERVERS:
+        _SHARED_SERVERS.pop().stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_children() -> Iterator[None]:
+    """Fails a test that leaves a child process of the test process behind (overrides tests/conftest.py).
+
+    A shared server outlives the test and may legitimately replace its zygote or workers during it
+    (dependencies/update restarts the zygote), so processes of a shared server that is still running
+    are not leaks. Per-test servers must be gone entirely by now: `start_server` stopped them.
+    """
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
+    yield
+
+    def leaked() -> list[psutil.Process]:
+        owned: set[int] = set()
+        for shared in _SHARED_SERVERS:
+            if shared.proc.poll() is None:
+                owned.add(shared.proc.pid)
+                owned.update(proc.pid for proc in shared.descendants())
+        return [
+            child
+            for child in psutil.Process().children(recursive=True)
+            if child.pid not in before and child.pid not in owned and _alive(child)
+        ]
+
+    left = leaked()
+    deadline = time.monotonic() + 3
+    while left and time.monotonic() < deadline:
+        psutil.wait_procs(left, timeout=0.1)
+        left = leaked()
+    if left:
+        described = [(child.pid, _cmdline(child)) for child in left]
+        for child in left:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        pytest.fail(f"leaked child processes: {described}")
 
 
 @pytest.fixture(scope="session")

@@ -68,9 +68,13 @@ class PipeReader:
         self._on_limit()
         self._on_done()
 
+    def data(self) -> bytes:
+        """Everything read."""
+        return b"".join(self._chunks)
+
     def text(self) -> str:
         """Everything read, decoded as UTF-8 (invalid bytes become U+FFFD)."""
-        return b"".join(self._chunks).decode("utf-8", "replace")
+        return self.data().decode("utf-8", "replace")
 
     def close(self) -> None:
         """Stops reading and closes the fd; safe to call twice."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from dify_sandbox.executors.zygote.limits import apply_child_limits
+from dify_sandbox.executors.zygote.protocol import STATUS
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
 
 __all__ = ["EXIT_SETUP_FAILURE", "ChildSpec", "run_child"]
@@ -27,6 +28,8 @@ __all__ = ["EXIT_SETUP_FAILURE", "ChildSpec", "run_child"]
 # sysexits' EX_SOFTWARE: the child failed before the snippet started.
 EXIT_SETUP_FAILURE = 70
 _READ_CHUNK = 1 << 20
+# Where the status pipe lives in the child: the first fd after stdio.
+STATUS_FD = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class ChildSpec:
     code_fd: int
     stdout_fd: int
     stderr_fd: int
+    status_fd: int
     preload_bytes: int
     run_dir: str
     environment: Mapping[str, str]
@@ -44,12 +48,14 @@ class ChildSpec:
 def run_child(spec: ChildSpec) -> NoReturn:
     """Runs one snippet in this freshly forked process and exits with its status."""
     exit_code = EXIT_SETUP_FAILURE
+    run_pid = os.getpid()
     try:
         os.setsid()
         _restore_signals()
         _wire_stdio(spec.stdout_fd, spec.stderr_fd)
         payload = _read_all(spec.code_fd)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.dup2(spec.status_fd, STATUS_FD, inheritable=False)
+        os.closerange(STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
         apply_child_limits()
         _enter_run_dir(spec.run_dir, spec.environment)
         preload = payload[: spec.preload_bytes].decode("utf-8", "surrogatepass")
@@ -63,7 +69,25 @@ def run_child(spec: ChildSpec) -> NoReturn:
     finally:
         _flush(sys.stdout)
         _flush(sys.stderr)
+        # A process forked by the snippet unwinds through here too; only the run's leader reports.
+        if os.getpid() == run_pid:
+            _report_and_end(exit_code)
         os._exit(exit_code)
+
+
+def _report_and_end(exit_code: int) -> None:
+    """Reports the exit code, closes the outputs, and kills the run's group (itself included).
+
+    The worker answers as soon as the status and both EOFs arrive, while the kernel is still
+    tearing this process down; the group kill means nothing the run started outlives it.
+    """
+    with contextlib.suppress(OSError):
+        os.write(STATUS_FD, STATUS.pack(exit_code))
+    for fd in (1, 2, STATUS_FD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        os.killpg(0, signal.SIGKILL)
 
 
 def _restore_signals() -> None:

@@ -27,7 +27,7 @@ from dify_sandbox.errors import ExecutorError, ProtocolError, ZygoteUnavailableE
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.executors.zygote.limits import kill_group
-from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, Frame, Op
+from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, STATUS, Frame, Op
 from dify_sandbox.executors.zygote.server import FLAG_NETWORK
 
 __all__ = ["ZygoteExecutor", "ZygoteProcess"]
@@ -46,20 +46,26 @@ _RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 class _Run:
     """The state of one run between SPAWN and the end of its output."""
 
-    __slots__ = ("done", "error", "pid", "status", "stderr", "stdout", "timed_out")
+    __slots__ = ("done", "error", "pid", "reported", "status", "stderr", "stdout", "timed_out")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
         self.pid: int | None = None
-        self.status: int | None = None
+        self.status: int | None = None  # wait status from the zygote
+        self.reported: int | None = None  # exit code the child wrote on its status pipe
         self.timed_out = False
         self.error: ExecutorError | None = None
         self.stdout: PipeReader | None = None
         self.stderr: PipeReader | None = None
 
+    @property
+    def ended(self) -> bool:
+        """The child reported its exit code, or the zygote reaped it."""
+        return self.reported is not None or self.status is not None
+
     def maybe_finish(self) -> None:
-        """Completes the run once it exited and both pipes reached EOF."""
-        if self.status is None or self.done.done():
+        """Completes the run once it ended and both pipes reached EOF."""
+        if not self.ended or self.done.done():
             return
         if all(reader is None or reader.eof for reader in (self.stdout, self.stderr)):
             self.done.set_result(None)
@@ -81,17 +87,23 @@ class _Run:
                 reader.close()
 
     def result(self, duration: float) -> RunResult:
-        """Decodes the wait status and output into a :class:`RunResult`."""
-        assert self.status is not None
+        """Decodes the exit (reported, else the wait status) and output into a :class:`RunResult`."""
         assert self.stdout is not None
         assert self.stderr is not None
-        code = os.waitstatus_to_exitcode(self.status)
         limited = self.stdout.limited or self.stderr.limited
         killed_by_us = self.timed_out or limited
+        if killed_by_us:
+            # Whatever the child managed to report (say, a broken pipe past the cap), we killed it.
+            code = EXIT_KILLED
+        elif self.reported is not None:
+            code = self.reported
+        else:
+            assert self.status is not None
+            code = os.waitstatus_to_exitcode(self.status)
         return RunResult(
             stdout=self.stdout.text(),
             stderr=self.stderr.text(),
-            exit_code=code if code >= 0 else EXIT_KILLED,
+            exit_code=max(code, EXIT_KILLED),
             timed_out=self.timed_out,
             output_limited=limited and not self.timed_out,
             signal=-code if code < 0 and not killed_by_us else None,
@@ -183,14 +195,16 @@ class ZygoteProcess:
         code_r, code_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe()
         self._runs[run_id] = run
         self.idle.clear()
         started = loop.time()
         flags = FLAG_NETWORK if request.enable_network else 0
-        self._send(Frame(Op.SPAWN, run_id, flags, len(preload_bytes)), [code_r, out_w, err_w])
+        self._send(Frame(Op.SPAWN, run_id, flags, len(preload_bytes)), [code_r, out_w, err_w, status_w])
         limit = self.settings.output_limit_bytes
         run.stdout = PipeReader(loop, out_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
         run.stderr = PipeReader(loop, err_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
+        status = PipeReader(loop, status_r, STATUS.size, _ignore, lambda: self._on_status(run, status))
         writer = PipeWriter(loop, code_w, payload)
         timer = loop.call_later(request.timeout, self._on_timeout, run_id)
         try:
@@ -198,8 +212,9 @@ class ZygoteProcess:
         finally:
             timer.cancel()
             writer.close()
+            status.close()
             run.close()
-            if run.status is None and self.alive:
+            if not run.ended and self.alive:
                 self.kill_run(run_id)  # cancelled (client gone, shutdown): never leave the child running
             self._forget(run_id)
         if run.error is not None:
@@ -326,9 +341,15 @@ class ZygoteProcess:
         else:
             raise ProtocolError(f"unexpected frame {frame.op!r}")
 
+    def _on_status(self, run: _Run, status: PipeReader) -> None:
+        data = status.data()
+        if len(data) == STATUS.size:
+            (run.reported,) = STATUS.unpack(data)
+            run.maybe_finish()
+
     def _on_timeout(self, run_id: int) -> None:
         run = self._runs.get(run_id)
-        if run is not None and run.status is None:
+        if run is not None and not run.ended:
             run.timed_out = True
             self.kill_run(run_id)
 
@@ -376,6 +397,10 @@ class ZygoteProcess:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+
+def _ignore() -> None:
+    """Nothing to do when the 4-byte status pipe is full: that is the whole message."""
 
 
 def _close_fds(fds: list[int]) -> None:

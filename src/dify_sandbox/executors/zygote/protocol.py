@@ -8,7 +8,7 @@ Every frame is one fixed-size datagram (``SEQPACKET`` keeps the boundaries), big
     +------+------+----------------+------------------------+----------------+
 
     op  direction        value              aux                 ancillary data
-    S   worker→zygote    flags              preload length      SCM_RIGHTS [code_r, stdout_w, stderr_w]
+    S   worker→zygote    flags              preload length      SCM_RIGHTS [code_r, stdout_w, stderr_w, status_w]
     K   worker→zygote    -                  -                   -            kill the run's group
     P   worker→zygote    nonce              -                   -            ping
     R   zygote→worker    zygote pid         modules preloaded   -            ready (sent once)
@@ -18,7 +18,10 @@ Every frame is one fixed-size datagram (``SEQPACKET`` keeps the boundaries), big
     p   zygote→worker    nonce              -                   -            pong
 
 The code travels on its own pipe (never argv), written by the worker while the child reads it,
-so the zygote never copies it and a several-MB snippet costs the zygote nothing.
+so the zygote never copies it and a several-MB snippet costs the zygote nothing. The child
+writes its exit code (``STATUS``, 4 bytes) on the status pipe before it ends, so the worker can
+answer without waiting for the kernel to tear the child down and the zygote to reap it; the
+``x`` frame remains the authority when no status arrives (killed, ``os._exit``, crash).
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from typing import Final
 
 from dify_sandbox.errors import ProtocolError
 
-__all__ = ["FRAME_BYTES", "SPAWN_FDS", "Frame", "Op"]
+__all__ = ["FRAME_BYTES", "SPAWN_FDS", "STATUS", "Frame", "Op"]
 
 _FRAME: Final = struct.Struct("!c3xQqi")
 FRAME_BYTES: Final = _FRAME.size
-SPAWN_FDS: Final = 3  # code read end, stdout write end, stderr write end
+SPAWN_FDS: Final = 4  # code read end, stdout write end, stderr write end, status write end
+STATUS: Final = struct.Struct("!i")
 
 
 class Op:

@@ -146,7 +146,7 @@ class ZygoteServer:
                 os.close(fd)
             self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EBADF))
             return
-        code_fd, stdout_fd, stderr_fd = fds
+        code_fd, stdout_fd, stderr_fd, status_fd = fds
         environment = self.config.env_online if frame.value & FLAG_NETWORK else self.config.env_offline
         try:
             pid = os.fork()
@@ -157,7 +157,9 @@ class ZygoteServer:
             self.send(Frame(Op.FAILED, frame.run_id, aux=exc.errno or 0))
             return
         if pid == 0:
-            run_child(ChildSpec(code_fd, stdout_fd, stderr_fd, frame.aux, self.run_dir(os.getpid()), environment))
+            run_child(
+                ChildSpec(code_fd, stdout_fd, stderr_fd, status_fd, frame.aux, self.run_dir(os.getpid()), environment)
+            )
         for fd in fds:
             os.close(fd)
         self.runs[pid] = frame.run_id
