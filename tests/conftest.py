@@ -20,8 +20,8 @@ def _isolated_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
 
 
 @pytest.fixture(autouse=True)
-def _no_leaked_children() -> Iterator[None]:
-    """Fails a test that leaves a child process of the test process behind."""
+def _no_leaked_children(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a test that leaves a child process of the test process behind (an expected failure only cleans up)."""
     before = {child.pid for child in psutil.Process().children(recursive=True)}
     yield
     leaked: list[psutil.Process] = []
@@ -32,7 +32,8 @@ def _no_leaked_children() -> Iterator[None]:
         psutil.wait_procs(leaked, timeout=0.1)
     for child in leaked:
         child.kill()
-    pytest.fail(f"leaked child processes: {[(c.pid, c.cmdline()) for c in leaked if _alive(c)]}")
+    if request.node.get_closest_marker("xfail") is None:
+        pytest.fail(f"leaked child processes: {[c.pid for c in leaked]}")
 
 
 def _alive(process: psutil.Process) -> bool:

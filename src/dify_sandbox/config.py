@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest request body; Dify's inputs ride inside `code`."
     )
+    max_stuck_threads: int = Field(
+        4, ge=0, description="Thread executor: snippet threads that cannot be stopped before the worker is replaced."
+    )
     grace_seconds: float | None = Field(
         None, ge=0, description="Drain limit at shutdown (default: `WORKER_TIMEOUT` + 5 s)."
     )

@@ -60,6 +60,9 @@ class SandboxServer(uvicorn.Server):
         self.signalled = True
 
     async def on_tick(self, counter: int) -> bool:
+        if not self.signalled and self.service.unhealthy:
+            logger.error("Worker unhealthy; draining so the supervisor replaces it")
+            self.signalled = True
         if self.signalled and not self.should_exit:
             await self._drain_step()
         return await super().on_tick(counter)

@@ -30,6 +30,11 @@ class Service:
             return self.python
         raise ExecutorError("nodejs runs are not available in this build")
 
+    @property
+    def unhealthy(self) -> bool:
+        """The worker should drain and be replaced."""
+        return self.python.unhealthy
+
     async def rewarm(self) -> None:
         """Makes newly installed packages preloaded, without dropping in-flight runs."""
         await self.python.rewarm()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from dify_sandbox.executors.base import Executor, RunRequest, RunResult
 
 T = TypeVar("T")
 
-EXECUTORS = ["fork"]
+EXECUTORS = ["fork", "thread"]
 
 
 class Harness:
@@ -26,6 +27,9 @@ class Harness:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.settings = load_settings(executor=kind, **overrides)
+        # As in a server worker, where configure_logging sets the root level to LOG_LEVEL.
+        self._root_level = logging.getLogger().level
+        logging.getLogger().setLevel(self.settings.log_level)
         self.executor: Executor = create_executor(self.settings.executor, self.settings)
         self.call(self.executor.start())
 
@@ -48,6 +52,7 @@ class Harness:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+        logging.getLogger().setLevel(self._root_level)
 
 
 @pytest.fixture(scope="module", params=EXECUTORS)
@@ -62,3 +67,17 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 def run(harness: Harness) -> Callable[..., RunResult]:
     """Runs one snippet and returns its result."""
     return harness.run
+
+
+@pytest.fixture
+def needs_isolation(harness: Harness, request: pytest.FixtureRequest) -> None:
+    """Marks a test that relies on process isolation: expected to fail for the thread executor."""
+    if harness.settings.executor == "thread":
+        request.applymarker(pytest.mark.xfail(strict=True, reason="the thread executor does not isolate runs"))
+
+
+@pytest.fixture
+def needs_own_process(harness: Harness) -> None:
+    """Skips, for the thread executor, a snippet that would end or corrupt the test process itself."""
+    if harness.settings.executor == "thread":
+        pytest.skip("the thread executor runs snippets inside the test process")

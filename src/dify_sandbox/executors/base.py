@@ -75,6 +75,9 @@ def _signal_name(number: int) -> str:
 class Executor(Protocol):
     """Runs snippets. ``start`` before the first run, ``close`` after the last."""
 
+    #: True once the executor cannot keep its capacity (stuck threads): the worker drains and is replaced.
+    unhealthy: bool
+
     async def start(self) -> None:
         """Prepares the executor (spawns helper processes, warms caches)."""
 

@@ -10,9 +10,19 @@ from __future__ import annotations
 import linecache
 import traceback
 import types
+from collections.abc import Callable
 from typing import TextIO
 
-__all__ = ["CODE_FILENAME", "EXIT_UNCAUGHT", "PRELOAD_FILENAME", "exit_code_of", "fresh_main_module", "run_snippet"]
+__all__ = [
+    "CODE_FILENAME",
+    "EXIT_UNCAUGHT",
+    "PRELOAD_FILENAME",
+    "Compiler",
+    "compile_source",
+    "exit_code_of",
+    "fresh_main_module",
+    "run_snippet",
+]
 
 # The official prescript's excepthook exits with -1, which the OS reports as 255.
 EXIT_UNCAUGHT = 255
@@ -31,13 +41,23 @@ def exit_code_of(exc: SystemExit, stderr: TextIO) -> int:
     return code & 0xFF
 
 
-def run_snippet(code: str, preload: str, main_module: types.ModuleType, stderr: TextIO) -> int:
+Compiler = Callable[[str, str], types.CodeType]
+
+
+def compile_source(source: str, filename: str) -> types.CodeType:
+    """Compiles a snippet and registers its lines, so tracebacks show them as they would for a file."""
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    return compile(source, filename, "exec")
+
+
+def run_snippet(
+    code: str, preload: str, main_module: types.ModuleType, stderr: TextIO, compiler: Compiler = compile_source
+) -> int:
     """Runs ``preload`` then ``code`` as ``__main__``; returns the exit code. Never raises."""
     try:
         for source, filename in ((preload, PRELOAD_FILENAME), (code, CODE_FILENAME)):
             if source:
-                _register_source(source, filename)
-                exec(compile(source, filename, "exec"), main_module.__dict__)  # noqa: S102 - running it is the job
+                exec(compiler(source, filename), main_module.__dict__)  # noqa: S102 - running it is the job
     except SystemExit as exc:
         return exit_code_of(exc, stderr)
     except BaseException as exc:
@@ -52,11 +72,6 @@ def fresh_main_module() -> types.ModuleType:
     module.__dict__["__builtins__"] = __builtins__
     module.__file__ = CODE_FILENAME
     return module
-
-
-def _register_source(source: str, filename: str) -> None:
-    # Tracebacks then show the user's source lines, as they would for a file.
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
 
 
 def _print_user_traceback(exc: BaseException, stderr: TextIO) -> None:

@@ -421,6 +421,7 @@ class ZygoteExecutor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self.restarts = 0
+        self.unhealthy = False  # a dead zygote is replaced here; the worker itself stays healthy
 
     async def start(self) -> None:
         """Starts the first zygote and its health ping."""

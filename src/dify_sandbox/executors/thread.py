@@ -1,0 +1,168 @@
+"""The thread executor: snippets run with ``exec`` in a bounded thread pool inside the server worker.
+
+**Not isolated; for trusted code only.** A snippet shares the worker's memory, modules, working
+directory and environment (the API key is removed from it at start); ``os._exit`` or a crash in C
+code ends the whole worker. What it does give: per-run output capture that never mixes
+(``_routing.py``), fresh ``__main__`` globals, the fork executor's result semantics, and timeouts
+that interrupt the runaway thread with an asynchronous exception until it stops. A thread that
+cannot be stopped (blocked in C) is counted; past ``SANDBOX_MAX_STUCK_THREADS`` the worker reports
+itself unhealthy so it is drained and replaced rather than silently losing capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import hashlib
+import linecache
+import sys
+import threading
+import time
+import types
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+
+from dify_sandbox.config import Settings
+from dify_sandbox.executors._routing import Capture, OutputLimitError, current_capture, route_logging, route_streams
+from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
+
+__all__ = ["RunInterruptedError", "ThreadExecutor"]
+
+logger = structlog.get_logger("dify_sandbox.executors.thread")
+
+INTERRUPT_INTERVAL = 0.1
+# A thread still running this long after its timeout is declared stuck.
+STUCK_AFTER = 5.0
+COMPILE_CACHE_SIZE = 256
+
+
+class RunInterruptedError(BaseException):
+    """Raised asynchronously in a run's thread at its timeout (a BaseException, like KeyboardInterrupt)."""
+
+
+class _CompileCache:
+    """Compiled snippets by source, each under its own file name so concurrent tracebacks show their own lines."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str], types.CodeType] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, source: str, kind: str) -> types.CodeType:
+        key = (source, kind)
+        with self._lock:
+            code = self._entries.get(key)
+            if code is not None:
+                self._entries.move_to_end(key)
+                return code
+        digest = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+        filename = f"{kind[:-1]}:{digest}>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        code = compile(source, filename, "exec")
+        with self._lock:
+            self._entries[key] = code
+            while len(self._entries) > self.size:
+                _, old = self._entries.popitem(last=False)
+                linecache.cache.pop(old.co_filename, None)
+        return code
+
+
+class ThreadExecutor:
+    """Runs snippets in this process's threads. See the module docstring for what it does not isolate."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="snippet")
+        self._compile = _CompileCache(COMPILE_CACHE_SIZE)
+        self._running: set[int] = set()
+        self.stuck = 0
+        self.unhealthy = False  # read by the server: drain and replace this worker
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Installs the process-wide stream and logging routing."""
+        route_streams()
+        route_logging()
+
+    async def run(self, request: RunRequest) -> RunResult:
+        """Runs the snippet in a pool thread; at the timeout answers at once and interrupts the thread."""
+        route_streams()
+        loop = asyncio.get_running_loop()
+        capture = Capture(self.settings.output_limit_bytes)
+        preload = request.preload if self.settings.enable_preload else ""
+        started = loop.time()
+        ident: list[int] = []
+        future = loop.run_in_executor(self._pool, self._execute, request.code, preload, capture, ident)
+        try:
+            exit_code = await asyncio.wait_for(asyncio.shield(future), request.timeout)
+        except TimeoutError:
+            if ident:
+                self._interrupt(ident[0], future)
+            return RunResult(
+                capture.stdout.text(), capture.stderr.text(), EXIT_KILLED, timed_out=True, duration=request.timeout
+            )
+        return RunResult(
+            stdout=capture.stdout.text(),
+            stderr=capture.stderr.text(),
+            exit_code=EXIT_KILLED if capture.limited else exit_code,
+            output_limited=capture.limited,
+            duration=loop.time() - started,
+        )
+
+    def _execute(self, code: str, preload: str, capture: Capture, ident: list[int]) -> int:
+        me = threading.get_ident()
+        ident.append(me)
+        self._running.add(me)
+        token = current_capture.set(capture)
+        try:
+            with contextlib.suppress(OutputLimitError, RunInterruptedError):
+                # sys.stderr is the routed proxy: inside this context it writes to the run's capture.
+                return run_snippet(code, preload, fresh_main_module(), sys.stderr, self._compile)
+            return EXIT_KILLED
+        finally:
+            current_capture.reset(token)
+            self._running.discard(me)
+
+    def _interrupt(self, ident: int, future: asyncio.Future[int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._interrupt_until_stopped(ident, future))
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _interrupt_until_stopped(self, ident: int, future: asyncio.Future[int]) -> None:
+        deadline = time.monotonic() + STUCK_AFTER
+        while not future.done():
+            _raise_in_thread(ident, RunInterruptedError)
+            if time.monotonic() > deadline:
+                self.stuck += 1
+                logger.error("Snippet thread cannot be stopped", thread_ident=ident, stuck_threads=self.stuck)
+                if self.stuck > self.settings.max_stuck_threads and not self.unhealthy:
+                    self.unhealthy = True
+                    logger.error("Too many stuck threads; this worker will drain and be replaced")
+                with contextlib.suppress(Exception):
+                    await future
+                self.stuck -= 1
+                return
+            await asyncio.sleep(INTERRUPT_INTERVAL)
+
+    async def rewarm(self) -> None:
+        """Nothing to re-warm: new packages are imported on first use by the snippet."""
+
+    async def kill_all(self) -> None:
+        """Interrupts every running snippet thread."""
+        for ident in list(self._running):
+            _raise_in_thread(ident, RunInterruptedError)
+
+    async def close(self) -> None:
+        """Stops taking runs; running threads are interrupted and not waited for."""
+        await self.kill_all()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for task in list(self._watchers):
+            task.cancel()
+
+
+def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))

@@ -1,0 +1,97 @@
+"""What only the thread executor has to prove: unmixed capture under concurrency and stopping runaway threads."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+from dify_sandbox.executors.thread import ThreadExecutor
+
+from .conftest import Harness
+
+
+@pytest.fixture(scope="module")
+def threads() -> Iterator[Harness]:
+    harness = Harness("thread", max_stuck_threads=0)
+    yield harness
+    harness.close()
+
+
+def test_fifty_concurrent_runs_never_mix(threads: Harness) -> None:
+    """Fifty runs printing their own marker 10,000 times each get exactly their own output."""
+    template = (
+        "import sys\nfor i in range(10000):\n    print('m{n}')\n"
+        "    if i % 500 == 0:\n        sys.stderr.write('e{n}\\n')"
+    )
+    codes = [template.format(n=n) for n in range(50)]
+    results = threads.gather(codes, timeout=30)
+    for n, result in enumerate(results):
+        assert result.stdout == f"m{n}\n" * 10000
+        assert result.stderr == f"e{n}\n" * 20
+
+
+def test_snippet_log_handlers_write_to_the_run(threads: Harness) -> None:
+    """A log handler the snippet creates writes to its own stderr, not the server's.
+
+    (Warnings are checked against a real server: pytest records them process-wide here.)
+    """
+    code = (
+        "import logging\n"
+        "log = logging.getLogger('snippet')\nlog.addHandler(logging.StreamHandler())\nlog.propagate = False\n"
+        "log.warning('from handler')\n"
+    )
+    result = threads.run(code)
+    assert result.stderr == "from handler\n"
+    assert result.error == ""
+
+
+def test_server_streams_pass_through_outside_runs(threads: Harness, capsys: pytest.CaptureFixture[str]) -> None:
+    """Outside a run, the routed stdout still reaches the real one."""
+    threads.run("print('inside')")
+    print("outside")
+    logging.getLogger("dify_sandbox.test").warning("server line")
+    assert "outside" in capsys.readouterr().out
+    assert "inside" not in capsys.readouterr().out
+
+
+def test_timed_out_busy_loop_stops_burning_cpu(threads: Harness) -> None:
+    """1. A `while True: pass` run times out at 1 s. 2. A second later the process uses no more CPU for it."""
+    result = threads.run("while True:\n    pass", timeout=1)
+    assert result.timed_out
+    assert "error: timeout" in result.error
+    time.sleep(1.0)
+    process = psutil.Process()
+    before = sum(process.cpu_times()[:2])
+    time.sleep(1.0)
+    used = sum(process.cpu_times()[:2]) - before
+    assert used < 0.3, f"{used:.2f} s of CPU in 1 s after the timeout"
+
+
+def test_uncatchable_by_except_exception(threads: Harness) -> None:
+    """A snippet that swallows Exception in its loop is still stopped."""
+    code = "while True:\n    try:\n        sum(range(1000))\n    except Exception:\n        pass"
+    assert threads.run(code, timeout=0.5).timed_out
+    executor = threads.executor
+    assert isinstance(executor, ThreadExecutor)
+    deadline = time.monotonic() + 3
+    while executor._running and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not executor._running
+
+
+def test_stuck_thread_marks_the_worker_unhealthy(threads: Harness) -> None:
+    """A thread blocked in C past the stuck limit is counted and makes the executor unhealthy."""
+    executor = threads.executor
+    assert isinstance(executor, ThreadExecutor)
+    result = threads.run("import time\ntime.sleep(6.5)", timeout=0.2)
+    assert result.timed_out
+    deadline = time.monotonic() + 8
+    while not executor.unhealthy and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert executor.unhealthy
+    assert sys.stdout is not None
