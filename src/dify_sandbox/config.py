@@ -176,6 +176,7 @@ class Settings(BaseSettings):
         default_factory=lambda: [Path("dependencies/python-requirements.txt"), Path("python-requirements.txt")],
         description="Files listing the packages snippets may import (missing files are skipped).",
     )
+    node_pool_size: int = Field(2, ge=0, description="Node.js processes kept started and waiting, per server worker.")
     output_limit_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Cap of stdout and of stderr per run; past it the run is killed."
     )

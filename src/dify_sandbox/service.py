@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from dify_sandbox.admission import Admission
 from dify_sandbox.config import Settings
-from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors import create_executor
 from dify_sandbox.executors.base import Executor, Language
+from dify_sandbox.executors.node_pool import NodePool
 
 __all__ = ["Service"]
 
@@ -19,21 +21,20 @@ class Service:
         self.api_key = settings.api_key.get_secret_value().encode("utf-8", "surrogateescape")
         self.admission = Admission(settings.max_requests, settings.max_workers)
         self.python: Executor = create_executor(settings.executor, settings)
+        self.nodejs: Executor = NodePool(settings)
 
     async def start(self) -> None:
         """Starts the executors; the worker serves only once this returns."""
-        await self.python.start()
+        await asyncio.gather(self.python.start(), self.nodejs.start())
 
     def executor(self, language: Language) -> Executor:
         """The executor for ``language``."""
-        if language == "python3":
-            return self.python
-        raise ExecutorError("nodejs runs are not available in this build")
+        return self.python if language == "python3" else self.nodejs
 
     @property
     def unhealthy(self) -> bool:
         """The worker should drain and be replaced."""
-        return self.python.unhealthy
+        return self.python.unhealthy or self.nodejs.unhealthy
 
     async def rewarm(self) -> None:
         """Makes newly installed packages preloaded, without dropping in-flight runs."""
@@ -41,8 +42,8 @@ class Service:
 
     async def kill_all(self) -> None:
         """Ends every in-flight run now (the shutdown grace has run out)."""
-        await self.python.kill_all()
+        await asyncio.gather(self.python.kill_all(), self.nodejs.kill_all())
 
     async def close(self) -> None:
         """Stops the executors; nothing they started survives."""
-        await self.python.close()
+        await asyncio.gather(self.python.close(), self.nodejs.close())

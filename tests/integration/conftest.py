@@ -115,6 +115,7 @@ class Server:
         self._pool: ThreadPoolExecutor | None = None
         self._seen: dict[tuple[int, float], psutil.Process] = {}
         self._http: httpx.Client | None = None
+        self.ready_seconds: float | None = None  # set by wait_ready
 
     # --- output -----------------------------------------------------------------------------------
     @property
@@ -198,7 +199,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise ServerStartError(f"server exited during start-up\n{self.output()}")
             if self.health_status(timeout=0.5) == 200:
-                return time.monotonic() - start
+                self.ready_seconds = time.monotonic() - start
+                return self.ready_seconds
             time.sleep(0.05)
         raise ServerStartError(f"server not ready after {timeout} s\n{self.output()}")
 
@@ -290,7 +292,6 @@ def launch_server(
     """
     settings = {key: str(value) for key, value in env.items()}
     settings.setdefault("SANDBOX_WORKERS", "1")
-    settings.setdefault("SANDBOX_EXECUTOR", "thread")
     settings.setdefault("SANDBOX_GRACE_SECONDS", "2")
     port = port or free_port()
     if set_port:

@@ -183,3 +183,14 @@ def test_jinja2_templates_render_byte_exact(server, template, inputs, rendered):
     stdout = dify_execute(server, jinja2_script(template, inputs), JINJA2_PRELOAD)
     assert stdout == f"<<RESULT>>{rendered}<<RESULT>>\n"
     assert extract_result(stdout) == rendered
+
+
+def test_jinja2_preload_runs_harmlessly_when_enabled(restricted_server):
+    """With ENABLE_PRELOAD=true Dify's jinja2 preload really runs, and the output is still exact."""
+    stdout = dify_execute(
+        restricted_server,
+        jinja2_script("你好 {{ name }} 🎉", {"name": "世界🌏"}),
+        JINJA2_PRELOAD,
+        enable_network=False,
+    )
+    assert stdout == "<<RESULT>>你好 世界🌏 🎉<<RESULT>>\n"

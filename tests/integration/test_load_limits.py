@@ -52,6 +52,7 @@ def assert_own_outputs(results):
         assert body["data"] == {"stdout": f"out-{i}\n", "stderr": f"err-{i}\n", "error": "", "exit_code": 0}, i
 
 
+@pytest.mark.slow
 def test_max_requests_gives_503_and_max_workers_queues(start_server):
     """Scenario: MAX_REQUESTS=2 and MAX_WORKERS=1 with 4 simultaneous one-second runs.
 
@@ -84,7 +85,6 @@ def test_fifty_concurrent_runs_get_their_own_output(server):
     assert_own_outputs(results)
 
 
-@pytest.mark.slow
 def test_two_server_workers(start_server):
     """Scenario: SANDBOX_WORKERS=2.
 

@@ -39,7 +39,6 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):
     return value
 
 
-@pytest.mark.slow
 def test_killed_zygote_is_replaced(start_server):
     """Scenario: SIGKILL the zygote while a run is in flight.
 
@@ -125,10 +124,11 @@ def test_sigterm_drains_in_flight_run(start_server):
     assert not [z for z in zygotes if alive(z)], describe(zygotes)
 
 
-@pytest.mark.slow
-def test_sigterm_when_idle_exits_promptly(start_server):
-    """An idle server exits 0 within 3 s of SIGTERM and leaves no process behind."""
+def test_starts_quickly_and_stops_promptly_when_idle(start_server):
+    """The server is ready within 5 s; idle, it exits 0 within 3 s of SIGTERM and leaves no process behind."""
     server = start_server()
+    assert server.ready_seconds is not None
+    assert server.ready_seconds < 5.0, f"ready after {server.ready_seconds:.2f} s"
     assert server.run_ok('print("warm")')["stdout"] == "warm\n"
     server.descendants()
     start = time.monotonic()

@@ -1,0 +1,242 @@
+"""The Node.js executor: a warm pool of ``node`` processes, each waiting for exactly one snippet.
+
+A process is never reused: the run that takes it gets a fresh interpreter, and a replacement is
+started in the background. When the pool is empty a run starts its own process at once instead
+of waiting. Every process has its own process group, the scrubbed environment, its own working
+dir (also HOME and TMPDIR), and gets its code on a pipe. A timeout kills the whole group, and so
+does the end of a run, so nothing it spawned outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from dify_sandbox.config import Settings
+from dify_sandbox.errors import ExecutorError
+from dify_sandbox.executors._pipes import PipeReader, PipeWriter
+from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node
+
+__all__ = ["NodePool"]
+
+logger = structlog.get_logger("dify_sandbox.executors.node_pool")
+
+EOF_GRACE = 0.5
+
+
+@dataclass(slots=True, eq=False)
+class _Node:
+    """One started node process and the worker's ends of its pipes."""
+
+    process: asyncio.subprocess.Process
+    code_w: int
+    stdout_r: int
+    stderr_r: int
+    run_dir: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill_group(self) -> None:
+        """SIGKILLs the process and everything in its group."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+    def discard(self) -> None:
+        """Closes the worker's pipe ends (an unused pooled process)."""
+        for fd in (self.code_w, self.stdout_r, self.stderr_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class NodePool:
+    """Runs nodejs snippets in pre-started node processes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.size = settings.node_pool_size
+        self.unhealthy = False
+        self.binary: NodeBinary | None = None
+        self._error: ExecutorError | None = None
+        self._idle: deque[_Node] = deque()
+        self._busy: set[_Node] = set()
+        self._refills: set[asyncio.Task[None]] = set()
+        self._run_root = ""
+        self._closing = False
+        self.spawned = 0
+
+    async def start(self) -> None:
+        """Finds node and fills the pool; without node, nodejs runs fail clearly and python3 is unaffected."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.binary = await loop.run_in_executor(None, find_node, self.settings.nodejs_path)
+        except ExecutorError as exc:
+            self._error = exc
+            logger.error("Node.js unavailable; nodejs runs will fail", error=str(exc))
+            return
+        root = self.settings.run_dir or Path(tempfile.gettempdir())
+        self._run_root = tempfile.mkdtemp(prefix="dify-sandbox-node-", dir=root)
+        logger.info("Node.js found", path=self.binary.path, version=self.binary.version, source=self.binary.source)
+        try:
+            for _ in range(self.size):
+                self._idle.append(await self._spawn())
+        except ExecutorError as exc:
+            self._error = exc
+            logger.error("Node.js processes cannot start; nodejs runs will fail", error=str(exc))
+            return
+        logger.info("Node pool ready", pool_size=len(self._idle))
+
+    async def run(self, request: RunRequest) -> RunResult:
+        """Runs one snippet in a pooled process (or a fresh one when the pool is empty)."""
+        if self._error is not None:
+            raise self._error
+        node = self._idle.popleft() if self._idle else await self._spawn()
+        self._refill()
+        self._busy.add(node)
+        try:
+            return await self._run_in(node, request)
+        finally:
+            self._busy.discard(node)
+            node.kill_group()
+            await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, node.run_dir, True)
+
+    async def _run_in(self, node: _Node, request: RunRequest) -> RunResult:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        state = {"exited": False, "timed_out": False}
+
+        def maybe_finish() -> None:
+            if state["exited"] and stdout.eof and stderr.eof and not done.done():
+                done.set_result(None)
+
+        limit = self.settings.output_limit_bytes
+        stdout = PipeReader(loop, node.stdout_r, limit, node.kill_group, maybe_finish)
+        stderr = PipeReader(loop, node.stderr_r, limit, node.kill_group, maybe_finish)
+        preload = request.preload + "\n" if self.settings.enable_preload and request.preload else ""
+        header = json.dumps({"network": request.enable_network})
+        writer = PipeWriter(loop, node.code_w, f"{header}\n{preload}{request.code}".encode("utf-8", "surrogatepass"))
+        started = loop.time()
+
+        def on_timeout() -> None:
+            state["timed_out"] = True
+            node.kill_group()
+
+        timer = loop.call_later(request.timeout, on_timeout)
+        try:
+            returncode = await node.process.wait()
+            state["exited"] = True
+            node.kill_group()  # whatever the snippet left running in its group
+            maybe_finish()
+            if not done.done():
+                await asyncio.wait([done], timeout=EOF_GRACE)
+        finally:
+            timer.cancel()
+            writer.close()
+            stdout.close()
+            stderr.close()
+        limited = stdout.limited or stderr.limited
+        killed_by_us = state["timed_out"] or limited
+        return RunResult(
+            stdout=stdout.text(),
+            stderr=stderr.text(),
+            exit_code=EXIT_KILLED if killed_by_us or returncode < 0 else returncode,
+            timed_out=state["timed_out"],
+            output_limited=limited and not state["timed_out"],
+            signal=-returncode if returncode < 0 and not killed_by_us else None,
+            duration=loop.time() - started,
+            pid=node.pid,
+        )
+
+    async def _spawn(self) -> _Node:
+        assert self.binary is not None
+        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._run_root)
+        env = self.settings.run_environment(enable_network=True)
+        env["HOME"] = env["TMPDIR"] = run_dir
+        code_r, code_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.binary.path,
+                str(BOOTSTRAP),
+                str(code_r),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                pass_fds=(code_r,),
+                start_new_session=True,
+                cwd=run_dir,
+                env=env,
+            )
+        except OSError as exc:
+            for fd in (code_w, out_r, err_r):
+                os.close(fd)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise ExecutorError(f"cannot start node: {exc}") from exc
+        finally:
+            for fd in (code_r, out_w, err_w):
+                os.close(fd)
+        self.spawned += 1
+        return _Node(process, code_w, out_r, err_r, run_dir)
+
+    def _refill(self) -> None:
+        """Tops the pool up in the background."""
+        if self._closing or len(self._idle) + len(self._refills) >= self.size:
+            return
+        task = asyncio.create_task(self._add_one())
+        self._refills.add(task)
+        task.add_done_callback(self._refills.discard)
+
+    async def _add_one(self) -> None:
+        try:
+            node = await self._spawn()
+        except ExecutorError as exc:
+            logger.error("Node pool refill failed", error=str(exc))
+            return
+        if self._closing:
+            await self._stop(node)
+            return
+        self._idle.append(node)
+        logger.debug("Node pool refilled", pool_size=len(self._idle), spawned=self.spawned)
+
+    async def _stop(self, node: _Node) -> None:
+        node.kill_group()
+        node.discard()
+        await node.process.wait()
+        shutil.rmtree(node.run_dir, ignore_errors=True)
+
+    async def rewarm(self) -> None:
+        """Nothing to re-warm: every run starts a fresh node."""
+
+    async def kill_all(self) -> None:
+        """Kills every running snippet's process group."""
+        for node in list(self._busy):
+            node.kill_group()
+
+    async def close(self) -> None:
+        """Stops every node process, idle or running; none survives."""
+        self._closing = True
+        for task in list(self._refills):
+            task.cancel()
+        await asyncio.gather(*self._refills, return_exceptions=True)
+        await self.kill_all()
+        idle = list(self._idle)
+        self._idle.clear()
+        await asyncio.gather(*(self._stop(node) for node in idle))
+        for node in list(self._busy):
+            await node.process.wait()
+        if self._run_root:
+            shutil.rmtree(self._run_root, ignore_errors=True)
+        logger.info("Node pool stopped", spawned=self.spawned)
