@@ -21,8 +21,16 @@ from bench.context import BenchContext, Scenario
 from bench.report import RESULTS_DIR, ScenarioResult, render_table, write_json
 from bench.scenarios import SCENARIOS
 from bench.server import Server, ServerStartError
+from bench.wrk import WrkError, ensure_wrk
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_item(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help=f"comma list of scenarios to run (default all: {names})")
     parser.add_argument("--executor", choices=["fork", "thread"], help="sets SANDBOX_EXECUTOR for the server")
     parser.add_argument(
-        "--server-env", action="append", default=[], metavar="NAME=VALUE", help="extra server environment, repeatable"
+        "--server-env",
+        action="append",
+        default=[],
+        type=env_item,
+        metavar="NAME=VALUE",
+        help="extra server environment, repeatable",
     )
     return parser.parse_args(argv)
 
@@ -49,7 +62,7 @@ def select(only: str) -> list[Scenario]:
 
 
 def server_env(args: argparse.Namespace) -> dict[str, str]:
-    env = dict(item.split("=", 1) for item in args.server_env)
+    env: dict[str, str] = dict(args.server_env)
     if args.executor:
         env["SANDBOX_EXECUTOR"] = args.executor
     return env
@@ -120,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     results_path = RESULTS_DIR / f"{stamp}.json"
     meta = collect_meta(args, env)
     python = sys.executable
+
+    if any(s.needs_wrk for s in scenarios):
+        try:
+            ensure_wrk()
+        except WrkError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
 
     server: Server | None = None
     results: list[ScenarioResult] = []

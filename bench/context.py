@@ -25,9 +25,11 @@ class BenchContext:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A named measurement; ``needs_server`` decides whether the run starts the server at all."""
+    """A named measurement; ``needs_server`` decides whether the run starts the server at all, and ``needs_wrk``
+    installs wrk before anything is measured."""
 
     name: str
     title: str
     needs_server: bool
     run: Callable[[BenchContext], ScenarioResult]
+    needs_wrk: bool = False

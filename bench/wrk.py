@@ -62,8 +62,9 @@ def ensure_wrk() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print("wrk not found: installing it with apt-get", flush=True)
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
-        if subprocess.run([*prefix, *command], env=env, check=False).returncode != 0:
-            raise WrkError(f"`{' '.join(command)}` failed: install wrk by hand, then run again")
+        proc = subprocess.run([*prefix, *command], env=env, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise WrkError(f"`{' '.join(command)}` failed, install wrk by hand:\n{proc.stdout}{proc.stderr}")
     found = shutil.which("wrk")
     if not found:
         raise WrkError("apt-get installed wrk, but it is not on PATH")

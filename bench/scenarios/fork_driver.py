@@ -4,7 +4,7 @@ A warm parent (httpx, json and base64 already imported, the snippet already comp
 the child executes the snippet with stdout on a pipe and leaves with ``os._exit``, the parent reads the pipe to EOF
 and reaps it. No HTTP, no isolation, no limits: the most runs/s a fork-per-run design can reach on this machine.
 
-Reads ``{"code", "expected_stdout", "seconds", "start_at"}`` as JSON on stdin and prints
+Takes ``{"code", "expected_stdout", "seconds", "start_at"}`` as JSON in its only argument and prints
 ``{"runs", "wrong", "seconds", "cpu_seconds"}`` as JSON on stdout. ``cpu_seconds`` covers the driver and its
 reaped children.
 """
@@ -55,7 +55,7 @@ def run_once(code: CodeType) -> tuple[bytes, int]:
 
 
 def main() -> None:
-    config = json.load(sys.stdin)
+    config = json.loads(sys.argv[1])
     code = compile(config["code"], "<snippet>", "exec")
     expected = config["expected_stdout"].encode()
     sys.stdout.flush()  # an empty buffer at fork, so no child repeats the parent's output

@@ -11,6 +11,7 @@ import json
 import httpx
 
 from bench.context import BenchContext, Scenario
+from bench.cpu import MachineWindow, reaped_children_seconds
 from bench.payloads import (
     DIFY_TEMPLATE_CODE,
     DIFY_TEMPLATE_STDOUT,
@@ -39,7 +40,7 @@ def run(ctx: BenchContext) -> ScenarioResult:
         result.error = f"probe request: HTTP {probe.status_code}, body lacks {expected!r}: {probe.content[:500]!r}"
         return result
 
-    cpu_start = server.cpu_seconds()
+    window, cpu_start, wrk_cpu_start = MachineWindow.open(), server.cpu_seconds(), reaped_children_seconds()
     wrk = run_wrk(
         server.base_url + RUN_PATH,
         body,
@@ -50,7 +51,8 @@ def run(ctx: BenchContext) -> ScenarioResult:
         seconds=ctx.duration,
         timeout_seconds=REQUEST_TIMEOUT_SECONDS,
     )
-    server_cpu = server.cpu_seconds() - cpu_start
+    server_cpu, wrk_cpu = server.cpu_seconds() - cpu_start, reaped_children_seconds() - wrk_cpu_start
+    window.close()
     stats = wrk.stats
 
     runs_per_second = wrk.good_responses / wrk.seconds
@@ -61,11 +63,15 @@ def run(ctx: BenchContext) -> ScenarioResult:
     result.add("latency p50", stats["latency_p50_us"] / 1000, "ms")
     result.add("latency p99", stats["latency_p99_us"] / 1000, "ms")
     result.add("server CPU per run", 1000 * server_cpu / max(1, wrk.good_responses), "ms")
+    result.add("wrk CPU", wrk_cpu / wrk.seconds, "cores")
+    result.add("background load", window.background_cores(server_cpu + wrk_cpu), "cores")
     result.details = {
         **stats,
         "good_responses": wrk.good_responses,
         "socket_errors": wrk.socket_errors,
         "server_cpu_seconds": server_cpu,
+        "wrk_cpu_seconds": wrk_cpu,
+        "machine_busy_seconds": window.busy,
         "wrk_output": wrk.output,
     }
     if wrk.errors:
@@ -77,4 +83,4 @@ def run(ctx: BenchContext) -> ScenarioResult:
     return result
 
 
-SCENARIO = Scenario("P1", "throughput", needs_server=True, run=run)
+SCENARIO = Scenario("P1", "throughput", needs_server=True, run=run, needs_wrk=True)
