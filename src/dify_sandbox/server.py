@@ -22,6 +22,7 @@ from types import FrameType
 import structlog
 import uvicorn
 
+from dify_sandbox._prctl import forbid_inspection
 from dify_sandbox.app import create_app
 from dify_sandbox.config import Settings
 from dify_sandbox.logging import configure_logging
@@ -87,6 +88,7 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
     configure_logging(settings.log_level, settings.log_format)
     # Snippets (thread executor) must never read the key from the environment.
     os.environ.pop("API_KEY", None)
+    forbid_inspection()
     service = Service(settings)
     config = uvicorn.Config(
         create_app(settings, service),
@@ -213,6 +215,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     """Binds, supervises the workers until shutdown, and returns the exit code."""
+    forbid_inspection()
     sock = bind_socket(settings.host, settings.port)
     logger.info(
         "Listening",

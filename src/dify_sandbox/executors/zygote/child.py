@@ -53,8 +53,9 @@ def run_child(spec: ChildSpec) -> NoReturn:
         os.setsid()
         _restore_signals()
         _wire_stdio(spec.stdout_fd, spec.stderr_fd)
-        payload = _read_all(spec.code_fd)
         os.dup2(spec.status_fd, STATUS_FD, inheritable=False)
+        _write_status(run_pid)
+        payload = _read_all(spec.code_fd)
         os.closerange(STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
         apply_child_limits()
         _enter_run_dir(spec.run_dir, spec.environment)
@@ -71,21 +72,29 @@ def run_child(spec: ChildSpec) -> NoReturn:
         _flush(sys.stderr)
         # A process forked by the snippet unwinds through here too; only the run's leader reports.
         if os.getpid() == run_pid:
-            _report_and_end(exit_code)
+            _report_and_end(exit_code, spec.run_dir)
         os._exit(exit_code)
 
 
-def _report_and_end(exit_code: int) -> None:
-    """Reports the exit code, closes the outputs, and kills the run's group (itself included).
-
-    The worker answers as soon as the status and both EOFs arrive, while the kernel is still
-    tearing this process down; the group kill means nothing the run started outlives it.
-    """
+def _write_status(value: int) -> None:
     with contextlib.suppress(OSError):
-        os.write(STATUS_FD, STATUS.pack(exit_code))
+        os.write(STATUS_FD, STATUS.pack(value))
+
+
+def _report_and_end(exit_code: int, run_dir: str) -> None:
+    """Reports the exit code, closes the outputs, removes the run dir, kills the run's group (itself too).
+
+    The worker answers as soon as the status and both EOFs arrive, while this process cleans up
+    and the kernel tears it down; the group kill means nothing the run started outlives it.
+    Removing the dir here keeps that work off the single-threaded zygote.
+    """
+    _write_status(exit_code)
     for fd in (1, 2, STATUS_FD):
         with contextlib.suppress(OSError):
             os.close(fd)
+    with contextlib.suppress(OSError):
+        os.chdir("/")
+        os.rmdir(run_dir)
     with contextlib.suppress(OSError):
         os.killpg(0, signal.SIGKILL)
 

@@ -46,9 +46,24 @@ _RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 class _Run:
     """The state of one run between SPAWN and the end of its output."""
 
-    __slots__ = ("done", "error", "pid", "reported", "status", "stderr", "stdout", "timed_out")
+    __slots__ = (
+        "_loop",
+        "_status",
+        "_status_fd",
+        "done",
+        "error",
+        "pid",
+        "reported",
+        "status",
+        "stderr",
+        "stdout",
+        "timed_out",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._status = b""
+        self._status_fd = -1
         self.done: asyncio.Future[None] = loop.create_future()
         self.pid: int | None = None
         self.status: int | None = None  # wait status from the zygote
@@ -80,8 +95,39 @@ class _Run:
         self.error = error
         self.finish()
 
+    def watch_status(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        """Reads the status pipe: the child's pid as it starts, its exit code as it ends."""
+        self._status_fd = fd
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._on_status)
+
+    def _on_status(self) -> None:
+        try:
+            data = os.read(self._status_fd, 2 * STATUS.size)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_status()
+            return
+        self._status += data
+        if self.pid is None and len(self._status) >= STATUS.size:
+            (self.pid,) = STATUS.unpack_from(self._status)
+        if len(self._status) >= 2 * STATUS.size:
+            (self.reported,) = STATUS.unpack_from(self._status, STATUS.size)
+            self._close_status()
+            self.maybe_finish()
+
+    def _close_status(self) -> None:
+        if self._status_fd >= 0:
+            self._loop.remove_reader(self._status_fd)
+            os.close(self._status_fd)
+            self._status_fd = -1
+
     def close(self) -> None:
         """Releases the run's pipes."""
+        self._close_status()
         for reader in (self.stdout, self.stderr):
             if reader is not None:
                 reader.close()
@@ -204,7 +250,7 @@ class ZygoteProcess:
         limit = self.settings.output_limit_bytes
         run.stdout = PipeReader(loop, out_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
         run.stderr = PipeReader(loop, err_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
-        status = PipeReader(loop, status_r, STATUS.size, _ignore, lambda: self._on_status(run, status))
+        run.watch_status(loop, status_r)
         writer = PipeWriter(loop, code_w, payload)
         timer = loop.call_later(request.timeout, self._on_timeout, run_id)
         try:
@@ -212,7 +258,6 @@ class ZygoteProcess:
         finally:
             timer.cancel()
             writer.close()
-            status.close()
             run.close()
             if not run.ended and self.alive:
                 self.kill_run(run_id)  # cancelled (client gone, shutdown): never leave the child running
@@ -329,9 +374,7 @@ class ZygoteProcess:
         run = self._runs.get(frame.run_id)
         if run is None:
             return  # the run was cancelled and forgotten; its late frames carry nothing we need
-        if frame.op == Op.STARTED:
-            run.pid = frame.value
-        elif frame.op == Op.EXITED:
+        if frame.op == Op.EXITED:
             run.status = frame.aux
             run.maybe_finish()
             if not run.done.done():
@@ -340,12 +383,6 @@ class ZygoteProcess:
             run.fail(ExecutorError(f"could not start the run: {os.strerror(frame.aux)}"))
         else:
             raise ProtocolError(f"unexpected frame {frame.op!r}")
-
-    def _on_status(self, run: _Run, status: PipeReader) -> None:
-        data = status.data()
-        if len(data) == STATUS.size:
-            (run.reported,) = STATUS.unpack(data)
-            run.maybe_finish()
 
     def _on_timeout(self, run_id: int) -> None:
         run = self._runs.get(run_id)
@@ -397,10 +434,6 @@ class ZygoteProcess:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-
-
-def _ignore() -> None:
-    """Nothing to do when the 4-byte status pipe is full: that is the whole message."""
 
 
 def _close_fds(fds: list[int]) -> None:

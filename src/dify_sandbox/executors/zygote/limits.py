@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import resource
 import signal
 
-__all__ = ["apply_child_limits", "become_subreaper", "kill_group"]
-
-_PR_SET_CHILD_SUBREAPER = 36
+__all__ = ["apply_child_limits", "kill_group"]
 
 
 def apply_child_limits() -> None:
@@ -28,11 +24,3 @@ def kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
 
-
-def become_subreaper() -> bool:
-    """Makes orphans of runs (double forks) our children, so the zygote reaps them and not init."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)

@@ -12,16 +12,16 @@ Every frame is one fixed-size datagram (``SEQPACKET`` keeps the boundaries), big
     K   worker→zygote    -                  -                   -            kill the run's group
     P   worker→zygote    nonce              -                   -            ping
     R   zygote→worker    zygote pid         modules preloaded   -            ready (sent once)
-    s   zygote→worker    child pid          -                   -            started
     x   zygote→worker    child pid          wait status         -            exited (group killed, dir removed)
     f   zygote→worker    -                  errno               -            fork failed
     p   zygote→worker    nonce              -                   -            pong
 
 The code travels on its own pipe (never argv), written by the worker while the child reads it,
 so the zygote never copies it and a several-MB snippet costs the zygote nothing. The child
-writes its exit code (``STATUS``, 4 bytes) on the status pipe before it ends, so the worker can
-answer without waiting for the kernel to tear the child down and the zygote to reap it; the
-``x`` frame remains the authority when no status arrives (killed, ``os._exit``, crash).
+writes its pid (``STATUS``, 4 bytes) on the status pipe as it starts and its exit code (4 more)
+before it ends, so the worker can answer without waiting for the kernel to tear the child down
+and the zygote to reap it; the ``x`` frame remains the authority when no exit code arrives
+(killed, ``os._exit``, crash).
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class Op:
     KILL: Final = b"K"
     PING: Final = b"P"
     READY: Final = b"R"
-    STARTED: Final = b"s"
     EXITED: Final = b"x"
     FAILED: Final = b"f"
     PONG: Final = b"p"

@@ -25,8 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from dify_sandbox._prctl import become_subreaper
 from dify_sandbox.executors.zygote.child import ChildSpec, run_child
-from dify_sandbox.executors.zygote.limits import become_subreaper, kill_group
+from dify_sandbox.executors.zygote.limits import kill_group
 from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, SPAWN_FDS, Frame, Op
 
 __all__ = ["FLAG_NETWORK", "ZygoteConfig", "ZygoteServer", "main"]
@@ -164,7 +165,6 @@ class ZygoteServer:
             os.close(fd)
         self.runs[pid] = frame.run_id
         self.pids[frame.run_id] = pid
-        self.send(Frame(Op.STARTED, frame.run_id, value=pid))
 
     def handle_signals(self, wakeup: object) -> None:
         """Drains the wakeup fd: SIGCHLD reaps, SIGTERM/SIGINT stop the loop."""
@@ -200,7 +200,7 @@ class ZygoteServer:
         return os.path.join(self.config.run_root, f"run-{pid}")
 
     def remove_run_dir(self, pid: int) -> None:
-        """Deletes a finished run's dir; an empty one (the common case) costs one rmdir."""
+        """Deletes a finished run's dir if the child could not (killed); usually it is gone already."""
         path = self.run_dir(pid)
         try:
             os.rmdir(path)
