@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from dify_sandbox.errors import OverloadedError, ShuttingDownError
+from dify_sandbox.metrics import SandboxMetrics
 
 __all__ = ["Admission"]
 
@@ -19,9 +20,10 @@ __all__ = ["Admission"]
 class Admission:
     """Counts runs in flight, bounds how many execute at once, and knows whether we are draining."""
 
-    def __init__(self, max_requests: int, max_workers: int) -> None:
+    def __init__(self, max_requests: int, max_workers: int, metrics: SandboxMetrics | None = None) -> None:
         self.max_requests = max_requests
         self.max_workers = max_workers
+        self.metrics = metrics
         self.in_flight = 0
         self.running = 0
         self.draining = False
@@ -40,13 +42,21 @@ class Admission:
         if self.in_flight >= self.max_requests:
             raise OverloadedError()
         self.in_flight += 1
+        self._publish()
         try:
             queued = time.monotonic()
             async with self._slots:
                 self.running += 1
+                self._publish()
                 try:
                     yield time.monotonic() - queued
                 finally:
                     self.running -= 1
         finally:
             self.in_flight -= 1
+            self._publish()
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.in_flight.set(self.in_flight)
+            self.metrics.waiting.set(self.waiting)

@@ -70,7 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dify-sandbox: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(
+        settings.log_level,
+        settings.log_format,
+        settings.log_file,
+        settings.log_file_max_bytes,
+        settings.log_file_backups,
+    )
     logger.info("Starting", version=__version__, settings=settings.redacted())
     _warn_about(settings)
     from dify_sandbox.server import serve

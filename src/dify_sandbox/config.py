@@ -194,6 +194,15 @@ class Settings(BaseSettings):
     )
     run_dir: Path | None = Field(None, description="Parent of the per-run temp dirs (default: the system temp dir).")
     log_format: LogFormat = Field("text", description="`text` for people, `json` for log pipelines.")
+    log_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("SANDBOX_LOG_FILE", "LOG_FILE"),
+        description="Also write logs to this file, rotated by size.",
+    )
+    log_file_max_bytes: int = Field(50 * 1024 * 1024, ge=1024, description="Size at which the log file rotates.")
+    log_file_backups: int = Field(5, ge=0, description="Rotated log files kept.")
+    access_log: bool = Field(False, description="One log line per HTTP request (runs are logged either way).")
+    metrics_require_key: bool = Field(False, description="Whether `/metrics` needs `X-Api-Key` (default: open).")
     log_level: str = Field(
         "INFO",
         validation_alias=AliasChoices("SANDBOX_LOG_LEVEL", "LOG_LEVEL"),

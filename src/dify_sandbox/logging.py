@@ -7,15 +7,17 @@ comes first so a ``request_id`` bound for a request lands on every line of that 
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
+from pathlib import Path
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from dify_sandbox.config import LogFormat
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "log_file_for"]
 
 
 def _add_pid(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -23,8 +25,19 @@ def _add_pid(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     return event_dict
 
 
-def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
-    """Routes structlog and stdlib logging (uvicorn included) through one handler on stderr."""
+def log_file_for(path: Path, worker: int | None) -> Path:
+    """Each process rotates its own file (rotation is not safe across processes): ``x.log``, ``x.worker-0.log``."""
+    return path if worker is None else path.with_name(f"{path.stem}.worker-{worker}{path.suffix}")
+
+
+def configure_logging(
+    level: str = "INFO",
+    log_format: LogFormat = "text",
+    log_file: Path | None = None,
+    max_bytes: int = 50 * 1024 * 1024,
+    backups: int = 5,
+) -> None:
+    """Routes structlog and stdlib logging (uvicorn included) through one formatter to stderr (and a file)."""
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -44,15 +57,20 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> No
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        )
+    for handler in handlers:
+        handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers = [handler]
+    root.handlers = handlers
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)

@@ -25,7 +25,13 @@ import uvicorn
 from dify_sandbox._prctl import forbid_inspection
 from dify_sandbox.app import create_app
 from dify_sandbox.config import Settings
-from dify_sandbox.logging import configure_logging
+from dify_sandbox.logging import configure_logging, log_file_for
+from dify_sandbox.metrics import (
+    MULTIPROC_ENV,
+    mark_worker_dead,
+    prepare_multiprocess_dir,
+    remove_multiprocess_dir,
+)
 from dify_sandbox.service import Service
 
 __all__ = ["EXIT_STARTUP_FAILURE", "SandboxServer", "Supervisor", "serve"]
@@ -83,9 +89,13 @@ class SandboxServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run_worker(settings: Settings, sock: socket.socket) -> None:
+def run_worker(settings: Settings, sock: socket.socket, slot: int) -> None:
     """Entry point of one worker process: logging, then an embedded uvicorn on the shared socket."""
-    configure_logging(settings.log_level, settings.log_format)
+    log_file = log_file_for(settings.log_file, slot) if settings.log_file else None
+    configure_logging(
+        settings.log_level, settings.log_format, log_file, settings.log_file_max_bytes, settings.log_file_backups
+    )
+    structlog.contextvars.bind_contextvars(worker=slot)
     # Snippets (thread executor) must never read the key from the environment.
     os.environ.pop("API_KEY", None)
     forbid_inspection()
@@ -96,7 +106,7 @@ def run_worker(settings: Settings, sock: socket.socket) -> None:
         http="httptools",
         lifespan="on",
         log_config=None,
-        access_log=settings.debug,
+        access_log=False,  # our middleware logs requests, with the request id
         timeout_keep_alive=int(settings.keep_alive_seconds),
         timeout_graceful_shutdown=5,
         server_header=False,
@@ -146,7 +156,7 @@ class Supervisor:
 
     def spawn(self, slot: int) -> None:
         """Starts the worker for ``slot``."""
-        process = _spawn.Process(target=run_worker, args=(self.settings, self.sock), name=f"worker-{slot}")
+        process = _spawn.Process(target=run_worker, args=(self.settings, self.sock, slot), name=f"worker-{slot}")
         process.start()
         self.workers[slot] = (process, time.monotonic())
         logger.info("Worker started", worker=slot, worker_pid=process.pid)
@@ -180,6 +190,8 @@ class Supervisor:
                 continue
             process.join()
             del self.workers[slot]
+            if process.pid is not None:
+                mark_worker_dead(process.pid)
             if self.stopping:
                 logger.info("Worker stopped", worker=slot, exit_code=process.exitcode)
                 continue
@@ -216,6 +228,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(settings: Settings) -> int:
     """Binds, supervises the workers until shutdown, and returns the exit code."""
     forbid_inspection()
+    own_metrics_dir = MULTIPROC_ENV not in os.environ
+    metrics_dir = prepare_multiprocess_dir()
     sock = bind_socket(settings.host, settings.port)
     logger.info(
         "Listening",
@@ -227,3 +241,5 @@ def serve(settings: Settings) -> int:
         return Supervisor(settings, sock).run()
     finally:
         sock.close()
+        if own_metrics_dir:
+            remove_multiprocess_dir(metrics_dir)

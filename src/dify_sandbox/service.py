@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import CollectorRegistry
+
 from dify_sandbox.admission import Admission
 from dify_sandbox.config import Settings
 from dify_sandbox.executors import create_executor
 from dify_sandbox.executors.base import Executor, Language
 from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.metrics import SandboxMetrics
 
 __all__ = ["Service"]
 
@@ -19,17 +22,24 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.api_key = settings.api_key.get_secret_value().encode("utf-8", "surrogateescape")
-        self.admission = Admission(settings.max_requests, settings.max_workers)
-        self.python: Executor = create_executor(settings.executor, settings)
-        self.nodejs: Executor = NodePool(settings)
+        self.registry = CollectorRegistry()
+        self.metrics = SandboxMetrics(self.registry)
+        self.admission = Admission(settings.max_requests, settings.max_workers, self.metrics)
+        self.python: Executor = create_executor(settings.executor, settings, self.metrics)
+        self.nodejs: Executor = NodePool(settings, self.metrics)
 
     async def start(self) -> None:
         """Starts the executors; the worker serves only once this returns."""
         await asyncio.gather(self.python.start(), self.nodejs.start())
+        self.metrics.worker_started(self.settings.max_workers, self.settings.max_requests)
 
     def executor(self, language: Language) -> Executor:
         """The executor for ``language``."""
         return self.python if language == "python3" else self.nodejs
+
+    def executor_name(self, language: Language) -> str:
+        """The executor's name for logs: fork, thread or node_pool."""
+        return self.settings.executor if language == "python3" else "node_pool"
 
     @property
     def unhealthy(self) -> bool:

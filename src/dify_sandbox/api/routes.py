@@ -10,8 +10,9 @@ from dify_sandbox.api.auth import require_api_key
 from dify_sandbox.api.binding import bind
 from dify_sandbox.api.schemas import DependenciesBody, RunBody, envelope, run_data
 from dify_sandbox.dependencies import read_requirements
-from dify_sandbox.errors import NetworkDisabledError, UnsupportedLanguageError
-from dify_sandbox.executors.base import Language, RunRequest
+from dify_sandbox.errors import ExecutorError, NetworkDisabledError, RequestError, UnsupportedLanguageError
+from dify_sandbox.executors.base import Language, RunRequest, RunResult
+from dify_sandbox.metrics import CONTENT_TYPE, outcome_of, render
 from dify_sandbox.service import Service
 
 __all__ = ["router"]
@@ -45,6 +46,27 @@ async def health(request: Request) -> Response:
     return JSONResponse("ok")
 
 
+@router.get("/metrics", summary="Prometheus metrics of every server worker.", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    service = _service(request)
+    if service.settings.metrics_require_key:
+        await require_api_key(request)
+    return Response(render(service.registry), media_type=CONTENT_TYPE)
+
+
+def exit_reason(result: RunResult) -> str:
+    """How the run's process ended, in words for the log."""
+    if result.timed_out:
+        return "killed at timeout"
+    if result.output_limited:
+        return "killed at the output limit"
+    if result.signal_name is not None:
+        # A SIGKILL we did not send is almost always the kernel's OOM killer.
+        suffix = " (likely out of memory)" if result.signal_name == "SIGKILL" else ""
+        return f"killed by {result.signal_name}{suffix}"
+    return f"exited with code {result.exit_code}"
+
+
 @sandbox.post("/run", summary="Run a snippet.", openapi_extra={"requestBody": _RUN_SCHEMA})
 async def run(request: Request) -> Response:
     service = _service(request)
@@ -61,21 +83,33 @@ async def run(request: Request) -> Response:
         enable_network=body.enable_network,
         timeout=service.settings.worker_timeout,
     )
-    async with service.admission.admit() as queued:
-        result = await service.executor(language).run(run_request)
+    metrics = service.metrics
+    try:
+        async with service.admission.admit() as queued:
+            result = await service.executor(language).run(run_request)
+    except RequestError:
+        metrics.record_run(language, "rejected", None, None)
+        raise
+    except ExecutorError:
+        metrics.record_run(language, "internal_error", None, None)
+        raise
+    outcome = outcome_of(result)
+    metrics.record_run(language, outcome, result.duration, queued)
     logger.info(
         "Run finished",
         language=language,
+        executor=service.executor_name(language),
+        outcome=outcome,
         exit_code=result.exit_code,
-        timed_out=result.timed_out,
-        output_limited=result.output_limited,
-        signal=result.signal,
+        exit_reason=exit_reason(result),
         duration_ms=round(result.duration * 1000, 2),
         queued_ms=round(queued * 1000, 2),
         stdout_bytes=len(result.stdout),
         stderr_bytes=len(result.stderr),
         child_pid=result.pid,
     )
+    if service.settings.debug:
+        logger.debug("Run detail", code=body.code, stdout=result.stdout, stderr=result.stderr)
     return envelope(run_data(result))
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from dify_sandbox.config import ExecutorKind, Settings
     from dify_sandbox.executors.base import Executor
+    from dify_sandbox.metrics import SandboxMetrics
 
 EXECUTORS: dict[str, str] = {
     "fork": "dify_sandbox.executors.zygote.client:ZygoteExecutor",
@@ -18,8 +19,8 @@ EXECUTORS: dict[str, str] = {
 }
 
 
-def create_executor(kind: ExecutorKind, settings: Settings) -> Executor:
+def create_executor(kind: ExecutorKind, settings: Settings, metrics: SandboxMetrics | None = None) -> Executor:
     """Imports the executor class registered under ``kind`` and builds it."""
     module_name, _, class_name = EXECUTORS[kind].partition(":")
-    executor: Executor = getattr(importlib.import_module(module_name), class_name)(settings)
+    executor: Executor = getattr(importlib.import_module(module_name), class_name)(settings, metrics)
     return executor

@@ -43,14 +43,19 @@ class RunResult:
     pid: int | None = None
 
     @property
+    def signal_name(self) -> str | None:
+        """``SIGSEGV`` and the like, when a signal we did not send ended the run."""
+        return None if self.signal is None else _signal_name(self.signal)
+
+    @property
     def sandbox_message(self) -> str:
         """The line the sandbox adds to ``error`` to say why it stopped the run, if it did."""
         if self.timed_out:
             return "error: timeout"
         if self.output_limited:
             return "error: output limit exceeded"
-        if self.signal is not None:
-            return f"error: killed by signal {_signal_name(self.signal)}"
+        if self.signal_name is not None:
+            return f"error: killed by signal {self.signal_name}"
         return ""
 
     @property

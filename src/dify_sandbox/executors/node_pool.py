@@ -26,6 +26,7 @@ from dify_sandbox.config import Settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node
 
 __all__ = ["NodePool"]
@@ -64,8 +65,9 @@ class _Node:
 class NodePool:
     """Runs nodejs snippets in pre-started node processes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.size = settings.node_pool_size
         self.unhealthy = False
         self.binary: NodeBinary | None = None
@@ -96,6 +98,7 @@ class NodePool:
             self._error = exc
             logger.error("Node.js processes cannot start; nodejs runs will fail", error=str(exc))
             return
+        self._publish()
         logger.info("Node pool ready", pool_size=len(self._idle))
 
     async def run(self, request: RunRequest) -> RunResult:
@@ -103,6 +106,7 @@ class NodePool:
         if self._error is not None:
             raise self._error
         node = self._idle.popleft() if self._idle else await self._spawn()
+        self._publish()
         self._refill()
         self._busy.add(node)
         try:
@@ -209,7 +213,12 @@ class NodePool:
             await self._stop(node)
             return
         self._idle.append(node)
+        self._publish()
         logger.debug("Node pool refilled", pool_size=len(self._idle), spawned=self.spawned)
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.node_pool_idle.set(len(self._idle))
 
     async def _stop(self, node: _Node) -> None:
         node.kill_group()

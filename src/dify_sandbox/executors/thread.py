@@ -28,6 +28,7 @@ import structlog
 from dify_sandbox.config import Settings
 from dify_sandbox.executors._routing import Capture, OutputLimitError, current_capture, route_logging, route_streams
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
 
 __all__ = ["RunInterruptedError", "ThreadExecutor"]
@@ -74,8 +75,9 @@ class _CompileCache:
 class ThreadExecutor:
     """Runs snippets in this process's threads. See the module docstring for what it does not isolate."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._pool = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="snippet")
         self._compile = _CompileCache(COMPILE_CACHE_SIZE)
         self._running: set[int] = set()

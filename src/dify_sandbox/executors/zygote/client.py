@@ -29,6 +29,7 @@ from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.executors.zygote.limits import kill_group
 from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, STATUS, Frame, Op
 from dify_sandbox.executors.zygote.server import FLAG_NETWORK
+from dify_sandbox.metrics import SandboxMetrics
 
 __all__ = ["ZygoteExecutor", "ZygoteProcess"]
 
@@ -445,8 +446,9 @@ def _close_fds(fds: list[int]) -> None:
 class ZygoteExecutor:
     """The fork executor: every run is a fresh child of a warm zygote (see ``README.md`` here)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._zygote: ZygoteProcess | None = None
         self._retiring: set[ZygoteProcess] = set()
         self._restart: asyncio.Task[None] | None = None
@@ -533,6 +535,8 @@ class ZygoteExecutor:
                 await asyncio.sleep(delay)
                 continue
             self.restarts += 1
+            if self.metrics is not None:
+                self.metrics.executor_restarts.labels(executor="zygote").inc()
             logger.info("Zygote restarted", zygote_pid=self._zygote.pid, restarts=self.restarts)
             return
 

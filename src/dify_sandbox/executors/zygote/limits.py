@@ -23,4 +23,3 @@ def kill_group(pgid: int) -> None:
     """SIGKILLs every process of a run's group; a group that is already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-

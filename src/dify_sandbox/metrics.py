@@ -1,0 +1,166 @@
+"""Every Prometheus metric of the service, and the multi-process wiring that sums them across workers.
+
+Metrics are recorded only in server worker processes (never in the zygote or run children). With
+``PROMETHEUS_MULTIPROC_DIR`` set (the supervisor sets it before spawning workers), each worker
+writes its values to files there; ``/metrics`` on any worker reads them all, and the supervisor
+calls :func:`mark_worker_dead` when a worker exits so its live gauges disappear.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Literal
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from dify_sandbox.executors.base import RunResult
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MULTIPROC_ENV",
+    "Outcome",
+    "SandboxMetrics",
+    "mark_worker_dead",
+    "outcome_of",
+    "prepare_multiprocess_dir",
+    "remove_multiprocess_dir",
+    "render",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Outcome = Literal["ok", "nonzero_exit", "timeout", "output_limit", "killed", "internal_error", "rejected"]
+
+# Runs range from sub-millisecond (thread executor) to WORKER_TIMEOUT; waits the same.
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
+
+
+def outcome_of(result: RunResult) -> Outcome:
+    """The bounded label that says how a run ended."""
+    if result.timed_out:
+        return "timeout"
+    if result.output_limited:
+        return "output_limit"
+    if result.signal is not None:
+        return "killed"
+    return "ok" if result.exit_code == 0 else "nonzero_exit"
+
+
+class SandboxMetrics:
+    """The service's metrics; ``registry=`` lets tests use a fresh ``CollectorRegistry``."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.runs = Counter(
+            "dify_sandbox_runs_total",
+            "Runs by language and how they ended.",
+            ["language", "outcome"],
+            registry=registry,
+        )
+        self.run_duration = Histogram(
+            "dify_sandbox_run_duration_seconds",
+            "Time from the start of a run (after any queueing) to its result.",
+            ["language"],
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "dify_sandbox_queue_wait_seconds",
+            "Time a run waited for a MAX_WORKERS slot.",
+            ["language"],
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "dify_sandbox_runs_in_flight",
+            "Runs admitted and not yet answered (waiting included).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.waiting = Gauge(
+            "dify_sandbox_runs_waiting",
+            "Runs admitted and waiting for a MAX_WORKERS slot.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.capacity = Gauge(
+            "dify_sandbox_capacity_runs",
+            "Configured capacity summed over live server workers: limit=max_workers|max_requests.",
+            ["limit"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.server_workers = Gauge(
+            "dify_sandbox_server_workers",
+            "Server worker processes alive.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.executor_restarts = Counter(
+            "dify_sandbox_executor_restarts_total",
+            "Helper processes restarted after they died: executor=zygote|node_pool.",
+            ["executor"],
+            registry=registry,
+        )
+        self.node_pool_idle = Gauge(
+            "dify_sandbox_node_pool_idle",
+            "Node.js processes started and waiting for a snippet.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.http_requests = Counter(
+            "dify_sandbox_http_requests_total",
+            "HTTP requests by route template and status code.",
+            ["route", "status"],
+            registry=registry,
+        )
+
+    def worker_started(self, max_workers: int, max_requests: int) -> None:
+        """Publishes this worker's share of the configured capacity."""
+        self.server_workers.set(1)
+        self.capacity.labels(limit="max_workers").set(max_workers)
+        self.capacity.labels(limit="max_requests").set(max_requests)
+
+    def record_run(self, language: str, outcome: Outcome, duration: float | None, queued: float | None) -> None:
+        """Counts one run and, when it ran, its duration and queue wait."""
+        self.runs.labels(language=language, outcome=outcome).inc()
+        if duration is not None:
+            self.run_duration.labels(language=language).observe(duration)
+        if queued is not None:
+            self.queue_wait.labels(language=language).observe(queued)
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    """The exposition text: every worker's values when multi-process, else ``registry``'s."""
+    if MULTIPROC_ENV in os.environ:
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
+    return generate_latest(registry)
+
+
+def prepare_multiprocess_dir() -> str:
+    """Gives the workers an empty metrics dir (the operator's, emptied, or a new temp dir); sets the env."""
+    path = os.environ.get(MULTIPROC_ENV)
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="dify-sandbox-metrics-")
+        os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Drops a dead worker's live gauges."""
+    if MULTIPROC_ENV in os.environ:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def remove_multiprocess_dir(path: str) -> None:
+    """Deletes a metrics dir the service created itself."""
+    shutil.rmtree(path, ignore_errors=True)

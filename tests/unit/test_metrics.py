@@ -1,0 +1,36 @@
+"""Metric definitions and the outcome label, on a fresh registry."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from dify_sandbox.executors.base import RunResult
+from dify_sandbox.metrics import SandboxMetrics, outcome_of
+
+
+@pytest.mark.parametrize(
+    ("result", "outcome"),
+    [
+        (RunResult("", "", 0), "ok"),
+        (RunResult("", "", 3), "nonzero_exit"),
+        (RunResult("", "", -1, timed_out=True), "timeout"),
+        (RunResult("", "", -1, output_limited=True), "output_limit"),
+        (RunResult("", "", -1, signal=9), "killed"),
+    ],
+)
+def test_outcome_labels(result: RunResult, outcome: str) -> None:
+    """Each way a run ends maps to one bounded label."""
+    assert outcome_of(result) == outcome
+
+
+def test_record_run_counts_and_observes() -> None:
+    """A run is counted by outcome and its duration and wait observed; a rejected one is only counted."""
+    registry = CollectorRegistry()
+    metrics = SandboxMetrics(registry)
+    metrics.record_run("python3", "ok", 0.004, 0.001)
+    metrics.record_run("python3", "rejected", None, None)
+    assert registry.get_sample_value("dify_sandbox_runs_total", {"language": "python3", "outcome": "ok"}) == 1
+    assert registry.get_sample_value("dify_sandbox_runs_total", {"language": "python3", "outcome": "rejected"}) == 1
+    assert registry.get_sample_value("dify_sandbox_run_duration_seconds_count", {"language": "python3"}) == 1
+    assert registry.get_sample_value("dify_sandbox_queue_wait_seconds_sum", {"language": "python3"}) == 0.001
