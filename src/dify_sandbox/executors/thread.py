@@ -35,7 +35,10 @@ __all__ = ["RunInterruptedError", "ThreadExecutor"]
 
 logger = structlog.get_logger("dify_sandbox.executors.thread")
 
-INTERRUPT_INTERVAL = 0.1
+INTERRUPT_CHECK = 0.1
+# Re-raising is only for snippets that catch the interrupt; each raise makes every thread take the
+# interpreter's slow path until it is delivered, so it is not repeated more often than this.
+INTERRUPT_REPEAT = 1.0
 # A thread still running this long after its timeout is declared stuck.
 STUCK_AFTER = 5.0
 COMPILE_CACHE_SIZE = 256
@@ -135,10 +138,15 @@ class ThreadExecutor:
         task.add_done_callback(self._watchers.discard)
 
     async def _interrupt_until_stopped(self, ident: int, future: asyncio.Future[int]) -> None:
-        deadline = time.monotonic() + STUCK_AFTER
+        started = time.monotonic()
+        deadline = started + STUCK_AFTER
+        next_raise = started
         while not future.done():
-            _raise_in_thread(ident, RunInterruptedError)
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now >= next_raise:
+                _raise_in_thread(ident, RunInterruptedError)
+                next_raise = now + INTERRUPT_REPEAT
+            if now > deadline:
                 self.stuck += 1
                 logger.error("Snippet thread cannot be stopped", thread_ident=ident, stuck_threads=self.stuck)
                 if self.stuck > self.settings.max_stuck_threads and not self.unhealthy:
@@ -148,7 +156,7 @@ class ThreadExecutor:
                     await future
                 self.stuck -= 1
                 return
-            await asyncio.sleep(INTERRUPT_INTERVAL)
+            await asyncio.sleep(INTERRUPT_CHECK)
 
     async def rewarm(self) -> None:
         """Nothing to re-warm: new packages are imported on first use by the snippet."""
