@@ -180,6 +180,26 @@ class Settings(BaseSettings):
     output_limit_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Cap of stdout and of stderr per run; past it the run is killed."
     )
+    memory_limit_mb: int = Field(
+        2048,
+        ge=0,
+        description="Per-run memory (RLIMIT_DATA) in MiB; 0 = unlimited. numpy and pandas fit well under it.",
+    )
+    cpu_limit_seconds: int = Field(
+        0, ge=0, description="Per-run CPU seconds (RLIMIT_CPU, SIGXCPU first); 0 = only the wall-clock timeout."
+    )
+    max_file_size_mb: int = Field(
+        1024, ge=0, description="Largest file a run may write (RLIMIT_FSIZE), MiB; 0 = unlimited."
+    )
+    max_open_files: int = Field(1024, ge=0, description="Open files per run process (RLIMIT_NOFILE); 0 = unlimited.")
+    max_processes: int = Field(
+        256, ge=0, description="Processes per run (RLIMIT_NPROC); applied only with per-run uids (service run as root)."
+    )
+    run_uids: str = Field(
+        "10000-10999",
+        pattern=r"^(\d+-\d+)?$",
+        description="uid range for per-run users when the service runs as root; empty = all runs as the service user.",
+    )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest request body; Dify's inputs ride inside `code`."
     )
@@ -236,6 +256,14 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @property
+    def run_uid_range(self) -> tuple[int, int] | None:
+        """The per-run uid range, if this process is root and one is configured."""
+        if not self.run_uids or os.geteuid() != 0:
+            return None
+        first, _, last = self.run_uids.partition("-")
+        return int(first), int(last)
 
     @property
     def grace(self) -> float:

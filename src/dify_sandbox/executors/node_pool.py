@@ -4,7 +4,8 @@ A process is never reused: the run that takes it gets a fresh interpreter, and a
 started in the background. When the pool is empty a run starts its own process at once instead
 of waiting. Every process has its own process group, the scrubbed environment, its own working
 dir (also HOME and TMPDIR), and gets its code on a pipe. A timeout kills the whole group, and so
-does the end of a run, so nothing it spawned outlives it.
+does the end of a run, so nothing it spawned outlives it. The rlimits of ``_rlimits.py`` are set
+with ``prlimit`` while the process still waits for its code (no per-run uid for node).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import structlog
 from dify_sandbox.config import Settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
+from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node
@@ -69,6 +71,7 @@ class NodePool:
         self.settings = settings
         self.metrics = metrics
         self.size = settings.node_pool_size
+        self.limits = RunLimits.from_settings(settings)
         self.unhealthy = False
         self.binary: NodeBinary | None = None
         self._error: ExecutorError | None = None
@@ -193,7 +196,14 @@ class NodePool:
             for fd in (code_r, out_w, err_w):
                 os.close(fd)
         self.spawned += 1
-        return _Node(process, code_w, out_r, err_r, run_dir)
+        node = _Node(process, code_w, out_r, err_r, run_dir)
+        try:
+            # The process is still waiting for its code, so the limits are in place before any of it runs.
+            self.limits.apply(per_run_uid=False, pid=process.pid)
+        except OSError as exc:
+            await self._stop(node)
+            raise ExecutorError(f"cannot limit the node process: {exc}") from exc
+        return node
 
     def _refill(self) -> None:
         """Tops the pool up in the background."""

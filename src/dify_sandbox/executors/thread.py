@@ -126,7 +126,7 @@ class ThreadExecutor:
         try:
             with contextlib.suppress(OutputLimitError, RunInterruptedError):
                 # sys.stderr is the routed proxy: inside this context it writes to the run's capture.
-                return run_snippet(code, preload, fresh_main_module(), sys.stderr, self._compile)
+                return run_snippet(code, preload, fresh_main_module(), sys.stderr, self._compile).code
             return EXIT_KILLED
         finally:
             current_capture.reset(token)

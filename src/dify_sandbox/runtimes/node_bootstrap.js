@@ -8,6 +8,12 @@ const path = require('path');
 const Module = require('module');
 
 const PROXY_VARIABLES = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY'];
+
+// Blocking writes, as for a file: a snippet that prints in a tight loop then waits for the reader
+// (and meets the output cap) instead of buffering without bound inside node.
+for (const stream of [process.stdout, process.stderr]) {
+  if (stream._handle && typeof stream._handle.setBlocking === 'function') stream._handle.setBlocking(true);
+}
 const codeFd = Number(process.argv[2]);
 let code;
 try {

@@ -11,13 +11,17 @@ import linecache
 import traceback
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
+
+from dify_sandbox.executors._rlimits import limit_code_of
 
 __all__ = [
     "CODE_FILENAME",
     "EXIT_UNCAUGHT",
     "PRELOAD_FILENAME",
     "Compiler",
+    "SnippetExit",
     "compile_source",
     "exit_code_of",
     "fresh_main_module",
@@ -50,20 +54,28 @@ def compile_source(source: str, filename: str) -> types.CodeType:
     return compile(source, filename, "exec")
 
 
+@dataclass(frozen=True, slots=True)
+class SnippetExit:
+    """How a snippet ended: its exit code, and the limit its uncaught exception shows it hit (0: none)."""
+
+    code: int
+    limit: int = 0
+
+
 def run_snippet(
     code: str, preload: str, main_module: types.ModuleType, stderr: TextIO, compiler: Compiler = compile_source
-) -> int:
-    """Runs ``preload`` then ``code`` as ``__main__``; returns the exit code. Never raises."""
+) -> SnippetExit:
+    """Runs ``preload`` then ``code`` as ``__main__``. Never raises."""
     try:
         for source, filename in ((preload, PRELOAD_FILENAME), (code, CODE_FILENAME)):
             if source:
                 exec(compiler(source, filename), main_module.__dict__)  # noqa: S102 - running it is the job
     except SystemExit as exc:
-        return exit_code_of(exc, stderr)
+        return SnippetExit(exit_code_of(exc, stderr))
     except BaseException as exc:
         _print_user_traceback(exc, stderr)
-        return EXIT_UNCAUGHT
-    return 0
+        return SnippetExit(EXIT_UNCAUGHT, limit_code_of(exc))
+    return SnippetExit(0)
 
 
 def fresh_main_module() -> types.ModuleType:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -19,7 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
-from dify_sandbox.executors.zygote.limits import apply_child_limits
+from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors.zygote.isolation import drop_privileges, enter_network_namespace
 from dify_sandbox.executors.zygote.protocol import STATUS
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
 
@@ -43,11 +45,15 @@ class ChildSpec:
     preload_bytes: int
     run_dir: str
     environment: Mapping[str, str]
+    limits: RunLimits
+    uid: int | None  # the run's own uid (service started as root), else None
+    isolate_network: bool
 
 
 def run_child(spec: ChildSpec) -> NoReturn:
     """Runs one snippet in this freshly forked process and exits with its status."""
     exit_code = EXIT_SETUP_FAILURE
+    limit = 0
     run_pid = os.getpid()
     try:
         os.setsid()
@@ -57,13 +63,19 @@ def run_child(spec: ChildSpec) -> NoReturn:
         _write_status(run_pid)
         payload = _read_all(spec.code_fd)
         os.closerange(STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
-        apply_child_limits()
+        if spec.isolate_network and not enter_network_namespace():
+            raise OSError("cannot enter a network namespace")
+        _make_run_dir(spec.run_dir, spec.uid)
+        spec.limits.apply(per_run_uid=spec.uid is not None)
+        if spec.uid is not None:
+            drop_privileges(spec.uid)
         _enter_run_dir(spec.run_dir, spec.environment)
         preload = payload[: spec.preload_bytes].decode("utf-8", "surrogatepass")
         code = payload[spec.preload_bytes :].decode("utf-8", "surrogatepass")
         main_module = fresh_main_module()
         sys.modules["__main__"] = main_module
-        exit_code = run_snippet(code, preload, main_module, sys.stderr)
+        outcome = run_snippet(code, preload, main_module, sys.stderr)
+        exit_code, limit = outcome.code, outcome.limit
         _wait_for_threads()
     except BaseException as exc:
         _report(f"sandbox: run setup failed: {type(exc).__name__}: {exc}\n")
@@ -72,7 +84,7 @@ def run_child(spec: ChildSpec) -> NoReturn:
         _flush(sys.stderr)
         # A process forked by the snippet unwinds through here too; only the run's leader reports.
         if os.getpid() == run_pid:
-            _report_and_end(exit_code, spec.run_dir)
+            _report_and_end(exit_code, limit, spec)
         os._exit(exit_code)
 
 
@@ -81,20 +93,25 @@ def _write_status(value: int) -> None:
         os.write(STATUS_FD, STATUS.pack(value))
 
 
-def _report_and_end(exit_code: int, run_dir: str) -> None:
-    """Reports the exit code, closes the outputs, removes the run dir, kills the run's group (itself too).
+def _report_and_end(exit_code: int, limit: int, spec: ChildSpec) -> None:
+    """Kills what the run started, reports, removes the run dir, and kills its group (itself too).
 
-    The worker answers as soon as the status and both EOFs arrive, while this process cleans up
-    and the kernel tears it down; the group kill means nothing the run started outlives it.
-    Removing the dir here keeps that work off the single-threaded zygote.
+    With a uid of its own, the run's leftovers are every other process of that uid, wherever they
+    went (``kill(-1)`` as that uid). The worker answers once the status and both EOFs arrive, while
+    this process cleans up and the kernel tears it down; doing the cleanup here keeps it off the
+    single-threaded zygote.
     """
+    if spec.uid is not None:
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
     _write_status(exit_code)
+    _write_status(limit)
     for fd in (1, 2, STATUS_FD):
         with contextlib.suppress(OSError):
             os.close(fd)
     with contextlib.suppress(OSError):
         os.chdir("/")
-        os.rmdir(run_dir)
+    shutil.rmtree(spec.run_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.killpg(0, signal.SIGKILL)
 
@@ -134,8 +151,13 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _enter_run_dir(run_dir: str, environment: Mapping[str, str]) -> None:
+def _make_run_dir(run_dir: str, uid: int | None) -> None:
     os.mkdir(run_dir, 0o700)
+    if uid is not None:
+        os.chown(run_dir, uid, uid)
+
+
+def _enter_run_dir(run_dir: str, environment: Mapping[str, str]) -> None:
     os.chdir(run_dir)
     os.environ.clear()
     os.environ.update(environment)

@@ -25,7 +25,9 @@ from dify_sandbox.config import Settings
 from dify_sandbox.dependencies import import_names, read_requirements
 from dify_sandbox.errors import ExecutorError, ProtocolError, ZygoteUnavailableError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
+from dify_sandbox.executors._rlimits import LIMIT_NAMES, RunLimits
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.executors.zygote.isolation import Isolation
 from dify_sandbox.executors.zygote.limits import kill_group
 from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, STATUS, Frame, Op
 from dify_sandbox.executors.zygote.server import FLAG_NETWORK
@@ -53,6 +55,7 @@ class _Run:
         "_status_fd",
         "done",
         "error",
+        "limit",
         "pid",
         "reported",
         "status",
@@ -69,6 +72,7 @@ class _Run:
         self.pid: int | None = None
         self.status: int | None = None  # wait status from the zygote
         self.reported: int | None = None  # exit code the child wrote on its status pipe
+        self.limit = 0  # limit code the child reported with it
         self.timed_out = False
         self.error: ExecutorError | None = None
         self.stdout: PipeReader | None = None
@@ -104,7 +108,7 @@ class _Run:
 
     def _on_status(self) -> None:
         try:
-            data = os.read(self._status_fd, 2 * STATUS.size)
+            data = os.read(self._status_fd, 3 * STATUS.size)
         except BlockingIOError:
             return
         except OSError:
@@ -115,8 +119,9 @@ class _Run:
         self._status += data
         if self.pid is None and len(self._status) >= STATUS.size:
             (self.pid,) = STATUS.unpack_from(self._status)
-        if len(self._status) >= 2 * STATUS.size:
+        if len(self._status) >= 3 * STATUS.size:
             (self.reported,) = STATUS.unpack_from(self._status, STATUS.size)
+            (self.limit,) = STATUS.unpack_from(self._status, 2 * STATUS.size)
             self._close_status()
             self.maybe_finish()
 
@@ -156,6 +161,7 @@ class _Run:
             signal=-code if code < 0 and not killed_by_us else None,
             duration=duration,
             pid=self.pid,
+            limit=LIMIT_NAMES.get(self.limit) if not killed_by_us else None,
         )
 
 
@@ -175,6 +181,7 @@ class ZygoteProcess:
         self._sock: socket.socket | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
+        self.isolation: Isolation | None = None
         self.alive = False
         self.idle = asyncio.Event()
         self.idle.set()
@@ -190,6 +197,8 @@ class ZygoteProcess:
             "preload_modules": self.preload_modules,
             "env_online": self.settings.run_environment(enable_network=True),
             "env_offline": self.settings.run_environment(enable_network=False),
+            "limits": RunLimits.from_settings(self.settings).to_dict(),
+            "uid_range": self.settings.run_uid_range,
         }
         env = self.settings.run_environment(enable_network=True)
         if "PYTHONPATH" in os.environ:
@@ -364,6 +373,7 @@ class ZygoteProcess:
 
     def _dispatch(self, frame: Frame) -> None:
         if frame.op == Op.READY:
+            self.isolation = Isolation.from_bits(frame.run_id)
             if not self._ready.done():
                 self._ready.set_result(None)
             return
@@ -492,6 +502,11 @@ class ZygoteExecutor:
         await asyncio.gather(*(zygote.close() for zygote in self._zygotes()))
         for task in list(self._tasks):
             task.cancel()
+
+    @property
+    def isolation(self) -> Isolation | None:
+        """What isolates runs in the current zygote (None while none is running)."""
+        return self._zygote.isolation if self._zygote is not None else None
 
     def _zygotes(self) -> list[ZygoteProcess]:
         current = [self._zygote] if self._zygote is not None else []

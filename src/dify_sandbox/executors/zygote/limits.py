@@ -1,22 +1,12 @@
-"""Kernel-level limits for a run: rlimits applied in the child, and killing a run's process group."""
+"""Killing a run's process group (rlimits live in ``executors/_rlimits.py``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import signal
 
-__all__ = ["apply_child_limits", "kill_group"]
-
-
-def apply_child_limits() -> None:
-    """Limits applied to every run child before the snippet starts.
-
-    No core files: a segfaulting snippet must not write one into its run dir or hand one to the
-    host's core handler, which can take seconds.
-    """
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+__all__ = ["kill_group"]
 
 
 def kill_group(pgid: int) -> None:

@@ -11,17 +11,17 @@ Every frame is one fixed-size datagram (``SEQPACKET`` keeps the boundaries), big
     S   worker→zygote    flags              preload length      SCM_RIGHTS [code_r, stdout_w, stderr_w, status_w]
     K   worker→zygote    -                  -                   -            kill the run's group
     P   worker→zygote    nonce              -                   -            ping
-    R   zygote→worker    zygote pid         modules preloaded   -            ready (sent once)
+    R   zygote→worker    zygote pid         modules preloaded   -            ready (sent once; run id = isolation bits)
     x   zygote→worker    child pid          wait status         -            exited (group killed, dir removed)
     f   zygote→worker    -                  errno               -            fork failed
     p   zygote→worker    nonce              -                   -            pong
 
 The code travels on its own pipe (never argv), written by the worker while the child reads it,
 so the zygote never copies it and a several-MB snippet costs the zygote nothing. The child
-writes its pid (``STATUS``, 4 bytes) on the status pipe as it starts and its exit code (4 more)
-before it ends, so the worker can answer without waiting for the kernel to tear the child down
-and the zygote to reap it; the ``x`` frame remains the authority when no exit code arrives
-(killed, ``os._exit``, crash).
+writes its pid (``STATUS``, 4 bytes) on the status pipe as it starts, and its exit code and the
+code of a resource limit it hit (4 + 4 more) before it ends, so the worker can answer without
+waiting for the kernel to tear the child down and the zygote to reap it; the ``x`` frame remains
+the authority when no exit code arrives (killed, ``os._exit``, crash).
 """
 
 from __future__ import annotations

@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dify_sandbox._prctl import become_subreaper
+from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.zygote.child import ChildSpec, run_child
+from dify_sandbox.executors.zygote.isolation import (
+    Isolation,
+    UidPool,
+    kill_uid,
+    now_ticks,
+    orphans,
+    probe_network_namespace,
+    unreadable_for,
+)
 from dify_sandbox.executors.zygote.limits import kill_group
 from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, SPAWN_FDS, Frame, Op
 
@@ -44,18 +54,33 @@ class ZygoteConfig:
     preload_modules: list[str] = field(default_factory=list)
     env_online: dict[str, str] = field(default_factory=dict)
     env_offline: dict[str, str] = field(default_factory=dict)
+    limits: RunLimits = field(default_factory=RunLimits)
+    uid_range: tuple[int, int] | None = None  # per-run uids; only when the zygote runs as root
 
     @classmethod
     def from_json(cls, text: str) -> ZygoteConfig:
         """Parses the start-up document written by the worker."""
         data = json.loads(text)
+        uid_range = data.get("uid_range")
         return cls(
             socket_fd=int(data["socket_fd"]),
             run_root=str(data["run_root"]),
             preload_modules=[str(name) for name in data.get("preload_modules", [])],
             env_online={str(k): str(v) for k, v in data.get("env_online", {}).items()},
             env_offline={str(k): str(v) for k, v in data.get("env_offline", {}).items()},
+            limits=RunLimits.from_dict(data.get("limits", {})),
+            uid_range=(int(uid_range[0]), int(uid_range[1])) if uid_range else None,
         )
+
+
+@dataclass(slots=True)
+class _RunState:
+    """What the zygote remembers of a run until it has reaped it and cleaned up after it."""
+
+    run_id: int
+    uid: int | None
+    started: int  # boot-clock ticks, to tell which orphans this run may have left
+    killed: bool = False
 
 
 def log(event: str, level: str = "info", **fields: Any) -> None:
@@ -72,10 +97,12 @@ class ZygoteServer:
         self.config = config
         self.sock = socket.socket(fileno=config.socket_fd)
         self.sock.setblocking(True)
-        self.runs: dict[int, int] = {}  # pid -> run id
+        self.runs: dict[int, _RunState] = {}  # pid -> state
         self.pids: dict[int, int] = {}  # run id -> pid
         self.selector = selectors.DefaultSelector()
         self.stopping = False
+        self.uids = UidPool(*config.uid_range) if config.uid_range else None
+        self.isolation = Isolation(per_run_uids=False, network_namespace=False, subreaper=False)
 
     def preload(self) -> int:
         """Imports the configured modules once; one that fails is logged and skipped."""
@@ -95,7 +122,19 @@ class ZygoteServer:
         """Runs until the worker closes the socket or SIGTERM arrives."""
         os.makedirs(self.config.run_root, mode=0o700, exist_ok=True)
         loaded = self.preload()
-        subreaper = become_subreaper()
+        if self.config.uid_range is not None:
+            problem = unreadable_for(self.config.uid_range[0])
+            if problem is not None:
+                log("Per-run users disabled: Python is not readable by them", "warning", path=problem)
+                self.uids = None
+        if self.uids is not None:
+            # Runs (other uids) may enter and remove only their own dir: traverse, no listing, sticky.
+            os.chmod(self.config.run_root, 0o1733)  # noqa: S103 - like /tmp, by design
+        self.isolation = Isolation(
+            per_run_uids=self.uids is not None,
+            network_namespace=probe_network_namespace(),
+            subreaper=become_subreaper(),
+        )
         wakeup_r, wakeup_w = os.pipe()
         os.set_blocking(wakeup_w, False)
         os.set_blocking(wakeup_r, False)
@@ -107,8 +146,14 @@ class ZygoteServer:
         self.selector.register(wakeup_r, selectors.EVENT_READ, self.handle_signals)
         # Objects that exist now are shared by every child; freezing keeps the GC off their pages.
         gc.freeze()
-        self.send(Frame(Op.READY, value=os.getpid(), aux=loaded))
-        log("Zygote ready", preloaded_modules=loaded, subreaper=subreaper)
+        self.send(Frame(Op.READY, run_id=self.isolation.to_bits(), value=os.getpid(), aux=loaded))
+        log(
+            "Zygote ready",
+            preloaded_modules=loaded,
+            per_run_uids=self.isolation.per_run_uids,
+            network_namespace=self.isolation.network_namespace,
+            orphan_sweep=self.isolation.subreaper,
+        )
         try:
             while not self.stopping:
                 for key, _ in self.selector.select():
@@ -134,6 +179,7 @@ class ZygoteServer:
         if frame.op == Op.KILL:
             pid = self.pids.get(frame.run_id)
             if pid is not None:
+                self.runs[pid].killed = True
                 kill_group(pid)
         elif frame.op == Op.PING:
             self.send(Frame(Op.PONG, value=frame.value))
@@ -143,27 +189,44 @@ class ZygoteServer:
     def spawn(self, frame: Frame, fds: list[int]) -> None:
         """Forks the child of one run and tells the worker its pid."""
         if len(fds) != SPAWN_FDS:
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
             self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EBADF))
             return
         code_fd, stdout_fd, stderr_fd, status_fd = fds
-        environment = self.config.env_online if frame.value & FLAG_NETWORK else self.config.env_offline
+        network = bool(frame.value & FLAG_NETWORK)
+        uid = self.uids.acquire() if self.uids is not None else None
+        if self.uids is not None and uid is None:
+            _close_all(fds)
+            log("No free run uid", "error")
+            self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EAGAIN))
+            return
+        started = now_ticks()
         try:
             pid = os.fork()
         except OSError as exc:
-            for fd in fds:
-                os.close(fd)
+            _close_all(fds)
+            if uid is not None and self.uids is not None:
+                self.uids.release(uid)
             log("Fork failed", "error", error=str(exc))
             self.send(Frame(Op.FAILED, frame.run_id, aux=exc.errno or 0))
             return
         if pid == 0:
             run_child(
-                ChildSpec(code_fd, stdout_fd, stderr_fd, status_fd, frame.aux, self.run_dir(os.getpid()), environment)
+                ChildSpec(
+                    code_fd=code_fd,
+                    stdout_fd=stdout_fd,
+                    stderr_fd=stderr_fd,
+                    status_fd=status_fd,
+                    preload_bytes=frame.aux,
+                    run_dir=self.run_dir(os.getpid()),
+                    environment=self.config.env_online if network else self.config.env_offline,
+                    limits=self.config.limits,
+                    uid=uid,
+                    isolate_network=not network and self.isolation.network_namespace,
+                )
             )
-        for fd in fds:
-            os.close(fd)
-        self.runs[pid] = frame.run_id
+        _close_all(fds)
+        self.runs[pid] = _RunState(frame.run_id, uid, started)
         self.pids[frame.run_id] = pid
 
     def handle_signals(self, wakeup: object) -> None:
@@ -185,15 +248,31 @@ class ZygoteServer:
             if info is None or info.si_pid == 0:
                 return
             pid = info.si_pid
-            run_id = self.runs.pop(pid, None)
-            if run_id is not None:
+            run = self.runs.pop(pid, None)
+            if run is not None:
                 # The zombie leader still holds the group id, so this cannot hit a recycled group.
                 kill_group(pid)
             _, status = os.waitpid(pid, 0)
-            if run_id is not None:
-                del self.pids[run_id]
-                self.remove_run_dir(pid)
-                self.send(Frame(Op.EXITED, run_id, value=pid, aux=status))
+            if run is not None:
+                self.clean_up_after(pid, run, status)
+
+    def clean_up_after(self, pid: int, run: _RunState, status: int) -> None:
+        """Kills what the run left outside its group, frees its uid and dir, reports the exit."""
+        del self.pids[run.run_id]
+        # A child that ended normally killed its uid's processes itself (and then its group, with
+        # SIGKILL). Any other end (our kill, os._exit, a crash) leaves that to us.
+        ended_itself = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and not run.killed
+        if run.uid is not None and self.uids is not None:
+            if not ended_itself:
+                kill_uid(run.uid)
+            self.uids.release(run.uid)
+        for orphan, orphan_started in orphans(set(self.runs)):
+            if orphan_started >= run.started:
+                kill_group(orphan)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(orphan, signal.SIGKILL)
+        self.remove_run_dir(pid)
+        self.send(Frame(Op.EXITED, run.run_id, value=pid, aux=status))
 
     def run_dir(self, pid: int) -> str:
         """The working dir of the run whose child has this pid."""
@@ -226,6 +305,11 @@ class ZygoteServer:
             time.sleep(0.01)
         shutil.rmtree(self.config.run_root, ignore_errors=True)
         log("Zygote stopped", runs_left=len(self.runs))
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def main(stdin_text: str | None = None) -> None:

@@ -1,0 +1,189 @@
+"""What isolates runs beyond a process group, and which of it this host allows.
+
+- **Per-run uids** (service started as root): each run gets a uid of its own from a range (the
+  official service uses 10000-10999), owns its dir, cannot read the service's files, is limited by
+  ``RLIMIT_NPROC``, and everything it started, even outside its group, is found by uid and killed.
+- **Network namespace** (needs CAP_SYS_ADMIN): a run that asks ``enable_network: false`` gets a
+  namespace with no interface up. Without it, such a run only loses the proxy settings.
+- **Orphan sweep** (always): the zygote is a child subreaper, so a process that escapes its group
+  (setsid + double fork) becomes the zygote's child; it is killed when a run that was in flight
+  when it started ends.
+
+Standard library only (``ctypes`` for ``unshare``): the zygote imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sysconfig
+import time
+from dataclasses import dataclass
+
+__all__ = [
+    "Isolation",
+    "UidPool",
+    "drop_privileges",
+    "enter_network_namespace",
+    "kill_uid",
+    "now_ticks",
+    "orphans",
+    "probe_network_namespace",
+    "unreadable_for",
+]
+
+_CLONE_NEWNET = 0x40000000
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """The mechanisms active in this zygote (logged at start, sent to the worker in the READY frame)."""
+
+    per_run_uids: bool
+    network_namespace: bool
+    subreaper: bool
+
+    def to_bits(self) -> int:
+        """Packs the flags for the READY frame."""
+        return int(self.per_run_uids) | int(self.network_namespace) << 1 | int(self.subreaper) << 2
+
+    @classmethod
+    def from_bits(cls, bits: int) -> Isolation:
+        """Inverse of :meth:`to_bits`."""
+        return cls(per_run_uids=bool(bits & 1), network_namespace=bool(bits & 2), subreaper=bool(bits & 4))
+
+
+class UidPool:
+    """Hands out uids from a range so that no two in-flight runs share one."""
+
+    def __init__(self, first: int, last: int) -> None:
+        self._free = list(range(last, first - 1, -1))
+        self._busy: set[int] = set()
+
+    def acquire(self) -> int | None:
+        """A uid no in-flight run has, or None when the range is exhausted."""
+        if not self._free:
+            return None
+        uid = self._free.pop()
+        self._busy.add(uid)
+        return uid
+
+    def release(self, uid: int) -> None:
+        """Returns a uid once nothing of its run is left."""
+        self._busy.discard(uid)
+        self._free.insert(0, uid)
+
+
+def _unshare(flags: int) -> bool:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    return bool(ctypes.CDLL(name, use_errno=True).unshare(flags) == 0)
+
+
+def enter_network_namespace() -> bool:
+    """Moves this process into a fresh network namespace (no interface up); False if not allowed."""
+    return _unshare(_CLONE_NEWNET)
+
+
+def probe_network_namespace() -> bool:
+    """Whether runs can get a network namespace here (tried in a throwaway child)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if enter_network_namespace() else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def unreadable_for(uid: int) -> str | None:
+    """The first Python path (stdlib, site-packages) that ``uid`` cannot read, tried in a throwaway child.
+
+    Per-run users only work when the interpreter and its packages are world-readable (as in a
+    container image); an interpreter under /root, say, is not, and imports would fail.
+    """
+    paths = [os.path.dirname(os.__file__), *sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        bad = ""
+        try:
+            drop_privileges(uid)
+            bad = next((path for path in paths if not _readable(path)), "")
+        except OSError as exc:
+            bad = f"cannot switch to uid {uid}: {exc}"
+        os.write(write_end, bad.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as answer:
+        bad = answer.read().decode()
+    os.waitpid(pid, 0)
+    return bad or None
+
+
+def _readable(path: str) -> bool:
+    try:
+        os.listdir(path)
+    except OSError:
+        return False
+    return True
+
+
+def drop_privileges(uid: int) -> None:
+    """Becomes ``uid`` (and group ``uid``) for good, with no supplementary groups."""
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+
+
+def kill_uid(uid: int, rounds: int = 50) -> int:
+    """SIGKILLs every process owned by ``uid`` (a run's leftovers, wherever they went).
+
+    Scans again until a scan finds nothing alive, so a fork bomb cannot outrun it; returns the
+    number of processes killed.
+    """
+    killed = 0
+    for _ in range(rounds):
+        found = 0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid and not _is_zombie(entry.name):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    found += 1
+        killed += found
+        if not found:
+            break
+    return killed
+
+
+def _is_zombie(pid: str) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0] == "Z"
+
+
+def now_ticks() -> int:
+    """The boot-time clock in the unit of ``/proc/<pid>/stat`` start times."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _CLOCK_TICKS)
+
+
+def orphans(known: set[int]) -> list[tuple[int, int]]:
+    """Children of this process that are not runs, with their start time in ticks."""
+    found = []
+    with contextlib.suppress(OSError):
+        with open(f"/proc/self/task/{os.getpid()}/children") as children:
+            pids = [int(pid) for pid in children.read().split()]
+        for pid in pids:
+            if pid in known:
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/stat") as stat:
+                    # Field 22 (starttime); fields after the parenthesised command name start at 3.
+                    fields = stat.read().rpartition(")")[2].split()
+                found.append((pid, int(fields[19])))
+    return found
