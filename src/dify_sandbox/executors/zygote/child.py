@@ -111,7 +111,10 @@ def _report_and_end(exit_code: int, limit: int, spec: ChildSpec) -> None:
             os.close(fd)
     with contextlib.suppress(OSError):
         os.chdir("/")
-    shutil.rmtree(spec.run_dir, ignore_errors=True)
+    try:
+        os.rmdir(spec.run_dir)  # the common case: the run wrote no files
+    except OSError:
+        shutil.rmtree(spec.run_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         os.killpg(0, signal.SIGKILL)
 
