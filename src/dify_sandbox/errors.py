@@ -93,6 +93,7 @@ class PayloadTooLargeError(RequestError):
     """The request body is larger than the configured limit."""
 
     http_status = 413
+    code = -413
 
 
 class OverloadedError(RequestError):
