@@ -1,7 +1,9 @@
-"""Command line: pick scenarios, start the server once if any needs it, run them, print the table, write JSON.
+"""Command line: pick scenarios and executors, run each executor's server in turn, print the table, write JSON.
 
-Targets are absolute, but the figures that matter are the ratios measured in the same run (P1 against the bare
-fork ceiling, P3 against a fresh interpreter), because the reference machine is shared and noisy.
+Targets are absolute, but the figures that matter are the ratios measured in the same run (P1 against its
+executor's reference, P3 and N1 against a fresh interpreter), because the reference machine is shared and noisy.
+One server runs at a time: per executor of ``--executors``, its reference first, then its server and the
+scenarios measured per executor; the scenarios measured once (P2, N1, N2) run against the first executor's server.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from bench.server import Server, ServerStartError
 from bench.wrk import WrkError, ensure_wrk
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+EXECUTORS = ("fork", "thread")
 
 
 def env_item(text: str) -> tuple[str, str]:
@@ -33,12 +37,27 @@ def env_item(text: str) -> tuple[str, str]:
     return name, value
 
 
+def executor_list(text: str) -> list[str]:
+    names = list(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in EXECUTORS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(EXECUTORS)}, got {text!r}")
+    return names
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     names = ",".join(s.name for s in SCENARIOS)
     parser = argparse.ArgumentParser(prog="bench", description=__doc__)
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of P1 and of the ceiling (default 15)")
     parser.add_argument("--only", default="", help=f"comma list of scenarios to run (default all: {names})")
-    parser.add_argument("--executor", choices=["fork", "thread"], help="sets SANDBOX_EXECUTOR for the server")
+    parser.add_argument(
+        "--executors",
+        "--executor",
+        type=executor_list,
+        default=list(EXECUTORS),
+        metavar="LIST",
+        help="SANDBOX_EXECUTOR of each server, in turn (default fork,thread)",
+    )
     parser.add_argument(
         "--server-env",
         action="append",
@@ -61,11 +80,30 @@ def select(only: str) -> list[Scenario]:
     return [s for s in SCENARIOS if s.name.lower() in wanted]
 
 
-def server_env(args: argparse.Namespace) -> dict[str, str]:
-    env: dict[str, str] = dict(args.server_env)
-    if args.executor:
-        env["SANDBOX_EXECUTOR"] = args.executor
-    return env
+@dataclass(slots=True)
+class Phase:
+    """What runs for one executor: references without a server, then its server and the scenarios against it."""
+
+    executor: str
+    references: list[Scenario] = field(default_factory=list)
+    on_server: list[Scenario] = field(default_factory=list)
+
+
+def plan(scenarios: list[Scenario], executors: list[str], explicit: bool) -> list[Phase]:
+    """One phase per executor. A reference whose executor is not measured runs first when named in ``--only``,
+    and is skipped otherwise (it would form no ratio)."""
+    phases = [Phase(executor) for executor in executors]
+    for scenario in scenarios:
+        if scenario.needs_server:
+            for phase in phases if scenario.per_executor else phases[:1]:
+                phase.on_server.append(scenario)
+        elif scenario.reference_for in executors:
+            phases[executors.index(scenario.reference_for)].references.append(scenario)
+        elif explicit:
+            phases[0].references.insert(0, scenario)
+        else:
+            print(f"skipping {scenario.name}: the reference for {scenario.reference_for}, not in --executors")
+    return phases
 
 
 def git_revision() -> str:
@@ -83,13 +121,14 @@ def wrk_version() -> str | None:
     return (proc.stdout or proc.stderr).split("\n", 1)[0]
 
 
-def collect_meta(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+def collect_meta(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git": git_revision(),
         "argv": sys.argv[1:],
         "duration": args.duration,
-        "server_env": env,
+        "executors": args.executors,
+        "server_env": dict(args.server_env),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
@@ -98,41 +137,100 @@ def collect_meta(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any
 
 
 def run_one(scenario: Scenario, ctx: BenchContext) -> ScenarioResult:
-    print(f"running {scenario.name}: {scenario.title} ...", flush=True)
+    where = f" [{ctx.executor}]" if ctx.server is not None else ""
+    print(f"running {scenario.name}{where}: {scenario.title} ...", flush=True)
     started = time.perf_counter()
     try:
         result = scenario.run(ctx)
     except Exception as exc:  # one broken scenario must not lose the figures of the others
         result = ScenarioResult(scenario.name, scenario.title, error=f"{type(exc).__name__}: {exc}")
         result.details["traceback"] = traceback.format_exc()
+    if scenario.per_executor:
+        result.executor = ctx.executor
+    if scenario.needs_server:
+        result.details["server_executor"] = ctx.executor
     result.details["scenario_seconds"] = time.perf_counter() - started
     return result
 
 
-def p1_versus_ceiling(results: list[ScenarioResult]) -> ScenarioResult | None:
-    by_name = {r.name: r for r in results}
-    p1, ceiling = by_name.get("P1"), by_name.get("ceiling")
-    if p1 is None or ceiling is None or p1.error or ceiling.error:
-        return None
-    p1_rate, ceiling_rate = p1.value("runs/s"), ceiling.value("runs/s")
-    p1_cpu, ceiling_cpu = p1.value("server CPU per run"), ceiling.value("CPU per run")
-    if not isinstance(p1_rate, float) or not isinstance(ceiling_rate, float):
-        return None
-    ratio = ScenarioResult("P1/ceiling", "server throughput as a share of bare fork")
-    ratio.add("runs/s ratio", p1_rate / ceiling_rate, "x")
-    if isinstance(p1_cpu, float) and isinstance(ceiling_cpu, float):
-        ratio.add("CPU per run ratio", p1_cpu / ceiling_cpu, "x")
-    return ratio
+def run_phase(phase: Phase, args: argparse.Namespace, stamp: str, meta: dict[str, Any]) -> list[ScenarioResult]:
+    """The phase's references, then its server: started, used by its scenarios, stopped before the next phase."""
+    python = sys.executable
+    ctx = BenchContext(duration=args.duration, python=python, server=None, executor=phase.executor, stamp=stamp)
+    results = [run_one(scenario, ctx) for scenario in phase.references]
+    if not phase.on_server:
+        return results
+    env = {**dict(args.server_env), "SANDBOX_EXECUTOR": phase.executor}
+    server = Server(python, RESULTS_DIR / f"{stamp}-server-{phase.executor}.log", env)
+    print(f"starting the {phase.executor} server on port {server.port} (log: {server.log_path})", flush=True)
+    try:
+        server.start()
+    except ServerStartError as exc:
+        meta.setdefault("server_start_failures", {})[phase.executor] = str(exc)
+        print(f"the {phase.executor} server did not start: {exc}", file=sys.stderr)
+        server.stop()
+        error = f"ServerStartError: the {phase.executor} server did not start"
+        return results + [
+            ScenarioResult(s.name, s.title, error=error, executor=phase.executor if s.per_executor else None)
+            for s in phase.on_server
+        ]
+    try:
+        ctx = BenchContext(args.duration, python, server, executor=phase.executor, stamp=stamp)
+        for scenario in phase.on_server:
+            if (status := server.exit_status()) is not None:
+                gone = f"the {phase.executor} server had exited with status {status} (see {server.log_path})"
+                tag = phase.executor if scenario.per_executor else None
+                results.append(ScenarioResult(scenario.name, scenario.title, error=gone, executor=tag))
+                continue
+            result = run_one(scenario, ctx)
+            if (status := server.exit_status()) is not None:
+                # Its figures would describe a server that stopped (or was signalled by another job) mid-way.
+                result.error = result.error or (
+                    f"the {phase.executor} server exited during this scenario with status {status} "
+                    f"(see {server.log_path})"
+                )
+            results.append(result)
+    finally:
+        meta.setdefault("server_exit_status", {})[phase.executor] = server.stop()
+    return results
+
+
+def reference_ratios(results: list[ScenarioResult]) -> list[ScenarioResult]:
+    """P1 of each executor against its reference: runs/s and CPU per run, both as ratios."""
+    by_key = {r.key: r for r in results}
+    ratios = []
+    for scenario in SCENARIOS:
+        executor = scenario.reference_for
+        reference, p1 = by_key.get(scenario.name), by_key.get(f"P1[{executor}]")
+        if executor is None or reference is None or p1 is None or reference.error or p1.error:
+            continue
+        p1_rate, reference_rate = p1.value("runs/s"), reference.value("runs/s")
+        if not isinstance(p1_rate, float) or not isinstance(reference_rate, float):
+            continue
+        ratio = ScenarioResult(
+            f"P1[{executor}]/{scenario.name}", f"{executor} throughput as a share of the {scenario.title}"
+        )
+        ratio.add("runs/s ratio", p1_rate / reference_rate, "x")
+        p1_cpu = p1.value("server CPU per run")
+        reference_cpu = reference.value("CPU per run") or reference.value("server CPU per run")
+        if isinstance(p1_cpu, float) and isinstance(reference_cpu, float):
+            ratio.add("CPU per run ratio", p1_cpu / reference_cpu, "x")
+        ratios.append(ratio)
+    return ratios
+
+
+def table_order(results: list[ScenarioResult]) -> list[ScenarioResult]:
+    """Scenarios in declaration order (executors side by side), then anything else (the ratios) as run."""
+    rank = {s.name: i for i, s in enumerate(SCENARIOS)}
+    return sorted(results, key=lambda r: rank.get(r.name, len(rank)))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     scenarios = select(args.only)
-    env = server_env(args)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     results_path = RESULTS_DIR / f"{stamp}.json"
-    meta = collect_meta(args, env)
-    python = sys.executable
+    meta = collect_meta(args)
 
     if any(s.needs_wrk for s in scenarios):
         try:
@@ -141,33 +239,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {exc}", file=sys.stderr)
             return 2
 
-    server: Server | None = None
     results: list[ScenarioResult] = []
-    try:
-        if any(s.needs_server for s in scenarios):
-            server = Server(python, RESULTS_DIR / f"{stamp}-server.log", env)
-            print(f"starting server on port {server.port} (log: {server.log_path})", flush=True)
-            try:
-                server.start()
-            except ServerStartError as exc:
-                print(f"the server did not start: {exc}", file=sys.stderr)
-                return 2
-        ctx = BenchContext(duration=args.duration, python=python, server=server)
-        for scenario in scenarios:
-            results.append(run_one(scenario, ctx))
-    finally:
-        if server is not None:
-            meta["server_exit_status"] = server.stop()
+    for phase in plan(scenarios, args.executors, explicit=bool(args.only)):
+        results += run_phase(phase, args, stamp, meta)
     meta["wrk"] = wrk_version()
     meta["loadavg_at_end"] = os.getloadavg()
-    if ratio := p1_versus_ceiling(results):
-        results.append(ratio)
+    results = table_order(results) + reference_ratios(results)
 
     print()
     print(render_table(results))
     for result in results:
         if result.error and "traceback" in result.details:
-            print(f"\n{result.name} failed:\n{result.details['traceback']}", file=sys.stderr)
+            print(f"\n{result.key} failed:\n{result.details['traceback']}", file=sys.stderr)
     write_json(results_path, meta, results)
     print(f"\nresults: {results_path}")
+    if meta.get("server_start_failures"):
+        return 2
     return 1 if any(r.error for r in results) else 0

@@ -16,6 +16,8 @@ class BenchContext:
     duration: float
     python: str  # the venv interpreter: the server's, the ceiling drivers' and the fresh-interpreter baseline's
     server: Server | None
+    executor: str | None = None  # SANDBOX_EXECUTOR of ``server``
+    stamp: str = "bench"  # the run's timestamp, which names its files in bench/results/
 
     def require_server(self) -> Server:
         if self.server is None:
@@ -25,11 +27,19 @@ class BenchContext:
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A named measurement; ``needs_server`` decides whether the run starts the server at all, and ``needs_wrk``
-    installs wrk before anything is measured."""
+    """A named measurement.
+
+    ``needs_server`` scenarios run against the server; with ``per_executor`` they run once per executor of
+    ``--executors`` (one server each, one after the other), otherwise once, against the first executor's server.
+    A ``reference_for`` scenario needs no server and runs right before the server of that executor starts, so the
+    ratio it forms with that executor's P1 sees the same machine load. ``needs_wrk`` installs wrk before anything
+    is measured.
+    """
 
     name: str
     title: str
     needs_server: bool
     run: Callable[[BenchContext], ScenarioResult]
     needs_wrk: bool = False
+    per_executor: bool = False
+    reference_for: str | None = None

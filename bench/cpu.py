@@ -18,6 +18,12 @@ def machine_busy_seconds() -> float:
     return float(t.user + t.nice + t.system + t.irq + t.softirq)
 
 
+def own_seconds() -> float:
+    """CPU seconds of this process (the bench and its in-process client) plus its reaped children."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime + reaped_children_seconds()
+
+
 def reaped_children_seconds() -> float:
     """CPU seconds of this process's children that have been waited for (e.g. wrk after it ended)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)

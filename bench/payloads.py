@@ -1,6 +1,7 @@
 """The snippets the scenarios send, and the exact outputs that count as a correct run.
 
-P1 sends what Dify's python3 code node sends for its default template, so the figures speak for real traffic.
+P1 sends what Dify's python3 code node sends for its default template, and N2 what its javascript code node sends
+(``language: "nodejs"``), so the figures speak for real traffic.
 """
 
 from __future__ import annotations
@@ -37,16 +38,42 @@ print(result)
 """
 DIFY_TEMPLATE_STDOUT = '<<RESULT>>{\n    "result": "hello world"\n}<<RESULT>>\n'
 
+# Dify's javascript (nodejs) transformer output for the default template, same inputs.
+DIFY_NODE_TEMPLATE_CODE = """\
+// declare main function
+function main({arg1, arg2}) {
+    return {
+        result: arg1 + arg2
+    }
+}
+
+// decode and prepare input object
+var inputs_obj = JSON.parse(Buffer.from('eyJhcmcxIjogImhlbGxvICIsICJhcmcyIjogIndvcmxkIn0=', 'base64').toString('utf-8'))
+
+// execute main function
+var output_obj = main(inputs_obj)
+
+// convert output to json and print
+var output_json = JSON.stringify(output_obj)
+var result = `<<RESULT>>${output_json}<<RESULT>>`
+console.log(result)
+"""
+DIFY_NODE_TEMPLATE_STDOUT = '<<RESULT>>{"result":"hello world"}<<RESULT>>\n'
+
 SLEEP_CODE = 'import time; time.sleep(2); print("ok")'
 SLEEP_STDOUT = "ok\n"
 
 TRIVIAL_CODE = "print(1)"
 TRIVIAL_STDOUT = "1\n"
 
+NODE_TRIVIAL_CODE = "console.log(1)"
+NODE_TRIVIAL_STDOUT = "1\n"
+
 
 def run_body(code: str, language: str = "python3") -> dict[str, Any]:
-    """The JSON body of ``POST /v1/sandbox/run``."""
-    return {"language": language, "code": code}
+    """The JSON body of ``POST /v1/sandbox/run`` as Dify's code executor sends it: an empty ``preload`` and
+    ``enable_network`` always true (a body without it asks for a network-off run, which is not Dify's traffic)."""
+    return {"language": language, "code": code, "preload": "", "enable_network": True}
 
 
 def stdout_in_response_body(stdout: str) -> bytes:

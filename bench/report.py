@@ -43,6 +43,12 @@ class ScenarioResult:
     metrics: list[Metric] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    executor: str | None = None  # set when the scenario runs once per executor
+
+    @property
+    def key(self) -> str:
+        """Unique within a run: ``P1[fork]`` and ``P1[thread]`` side by side, plain ``P2`` when run once."""
+        return f"{self.name}[{self.executor}]" if self.executor else self.name
 
     def add(self, *args: Any, **kwargs: Any) -> Metric:
         metric = Metric(*args, **kwargs)
@@ -65,24 +71,55 @@ def _verdict(ok: bool | None) -> str:
     return {True: "PASS", False: "MISS", None: ""}[ok]
 
 
-def render_table(results: list[ScenarioResult]) -> str:
-    """A plain-text table: a heading line per scenario, then one row per metric."""
-    rows = [
-        (metric.name, metric.formatted(), metric.target or "", _verdict(metric.ok))
-        for result in results
-        for metric in result.metrics
-    ]
-    widths = [max([len(row[i]) for row in rows], default=0) for i in range(4)]
-    lines: list[str] = []
-    for result in results:
-        verdict = _verdict(result.passed)
-        lines.append(f"{result.name}: {result.title}" + (f"  [{verdict}]" if verdict else ""))
+def _align(rows: list[list[str]], widths: list[int]) -> list[str]:
+    return ["    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def _widths(rows: list[list[str]], first: int) -> list[int]:
+    widths = [max([len(row[i]) for row in rows], default=0) for i in range(len(rows[0]))] if rows else [0]
+    widths[0] = max(widths[0], first)
+    return widths
+
+
+def _cells(metric: Metric | None) -> list[str]:
+    if metric is None:
+        return ["-", "", ""]
+    return [metric.formatted(), metric.target or "", _verdict(metric.ok)]
+
+
+def _block(group: list[ScenarioResult], name_width: int) -> list[str]:
+    """A heading line, errors, then one row per metric with (value, target, verdict) per result of the group."""
+    first = group[0]
+    per_executor = len(group) > 1 or first.executor is not None
+    if per_executor:
+        verdicts = ", ".join(f"{r.executor} {_verdict(r.passed)}".rstrip() for r in group)
+        lines = [f"{first.name}: {first.title}  [{verdicts}]"]
+    else:
+        verdict = _verdict(first.passed)
+        server = f" ({first.details['server_executor']} server)" if first.details.get("server_executor") else ""
+        lines = [f"{first.name}: {first.title}{server}" + (f"  [{verdict}]" if verdict else "")]
+    for result in group:
         if result.error is not None:
-            lines.append(f"    ERROR {result.error.splitlines()[0][:200]}")
-        for metric in result.metrics:
-            cells = (metric.name, metric.formatted(), metric.target or "", _verdict(metric.ok))
-            lines.append("    " + "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+            where = f" [{result.executor}]" if per_executor else ""
+            lines.append(f"    ERROR{where} {result.error.splitlines()[0][:200]}")
+    names = list(dict.fromkeys(m.name for r in group for m in r.metrics))
+    rows = [
+        [name] + [c for r in group for c in _cells(next((m for m in r.metrics if m.name == name), None))]
+        for name in names
+    ]
+    if per_executor:
+        rows.insert(0, [""] + [c for r in group for c in (str(r.executor), "", "")])
+    return lines + (_align(rows, _widths(rows, name_width)) if rows else [])
+
+
+def render_table(results: list[ScenarioResult]) -> str:
+    """A plain-text table, one block per scenario name in the order of ``results``. A scenario measured once per
+    executor gets one column group (value, target, verdict) per executor, side by side."""
+    groups: dict[str, list[ScenarioResult]] = {}
+    for result in results:
+        groups.setdefault(result.name, []).append(result)
+    name_width = max([len(m.name) for r in results for m in r.metrics], default=0)
+    return "\n".join(line for group in groups.values() for line in _block(group, name_width))
 
 
 def write_json(path: Path, meta: dict[str, Any], results: list[ScenarioResult]) -> None:
@@ -90,6 +127,6 @@ def write_json(path: Path, meta: dict[str, Any], results: list[ScenarioResult]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "meta": meta,
-        "scenarios": {result.name: {**asdict(result), "passed": result.passed} for result in results},
+        "scenarios": {result.key: {**asdict(result), "passed": result.passed} for result in results},
     }
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")

@@ -1,7 +1,8 @@
 """Starts the real server (``python -m dify_sandbox serve``) on a free port and stops its whole process group.
 
-The server runs with its defaults except ``SANDBOX_PORT`` (and ``SANDBOX_EXECUTOR`` or ``--server-env`` when given),
-so the figures describe what an operator gets out of the box. Its output goes to a log file next to the results.
+The server runs with its defaults except ``SANDBOX_PORT`` and ``SANDBOX_EXECUTOR`` (and ``--server-env`` when
+given), so the figures describe what an operator gets out of the box. Its output goes to a log file next to the
+results. The same class starts the constant-reply reference app (another module, ready once a POST answers 200).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -40,11 +41,25 @@ def free_port() -> int:
 class Server:
     """The server process under test; use as a context manager."""
 
-    def __init__(self, python: str, log_path: Path, extra_env: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        python: str,
+        log_path: Path,
+        extra_env: Mapping[str, str],
+        *,
+        argv: Sequence[str] = ("-m", "dify_sandbox", "serve"),
+        ready_path: str = "/health",
+        ready_body: bytes | None = None,
+        ready_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """``argv`` follows the interpreter; the process is ready once ``ready_path`` answers 200 (to a POST of
+        ``ready_body`` when given, else to a GET)."""
         self.python = python
         self.log_path = log_path
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.argv = tuple(argv)
+        self.ready_path, self.ready_body, self.ready_headers = ready_path, ready_body, dict(ready_headers or {})
+        self.host, self.port = "127.0.0.1", free_port()
+        self.base_url = f"http://{self.host}:{self.port}"
         self.env = {**os.environ, **extra_env, "SANDBOX_PORT": str(self.port)}
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -59,7 +74,7 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self._process = subprocess.Popen(
-            [self.python, "-m", "dify_sandbox", "serve"],
+            [self.python, *self.argv],
             env=self.env,
             cwd=REPO_ROOT,  # where an operator would start it: conf/ and the requirements files resolve from here
             stdin=subprocess.DEVNULL,
@@ -77,12 +92,22 @@ class Server:
                 if self._process.poll() is not None:
                     raise ServerStartError(f"server exited with {self._process.returncode}\n{self.log_tail()}")
                 try:
-                    if client.get("/health").status_code == 200:
+                    if self.ready_body is None:
+                        response = client.get(self.ready_path, headers=self.ready_headers)
+                    else:
+                        response = client.post(self.ready_path, content=self.ready_body, headers=self.ready_headers)
+                    if response.status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
                 time.sleep(0.1)
-        raise ServerStartError(f"no 200 from /health within {READY_TIMEOUT_SECONDS:.0f} s\n{self.log_tail()}")
+        raise ServerStartError(f"no 200 from {self.ready_path} within {READY_TIMEOUT_SECONDS:.0f} s\n{self.log_tail()}")
+
+    def exit_status(self) -> int | None:
+        """None while the server runs; its exit status once it has exited (or was never started)."""
+        if self._process is None:
+            return -1
+        return self._process.poll()
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of the server's process tree, reaped children included."""

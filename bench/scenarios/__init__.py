@@ -1,13 +1,30 @@
-"""The scenarios, in the order a full run executes them.
+"""The scenarios, in the order the table lists them; ``bench/cli.py`` decides the order they run in.
 
-The ceiling runs right before P1 so the two figures that form a ratio see the same machine load.
+Each reference (the bare-fork ceiling for fork, the constant-reply app for thread) runs right before the server
+of its executor starts, so the two figures that form a ratio see the same machine load.
 """
 
 from __future__ import annotations
 
 from bench.context import Scenario
-from bench.scenarios import ceiling, p1_throughput, p2_burst, p3_latency
+from bench.scenarios import (
+    ceiling,
+    constant,
+    n1_node_latency,
+    n2_node_throughput,
+    p1_throughput,
+    p2_burst,
+    p3_latency,
+)
 
-SCENARIOS: tuple[Scenario, ...] = (ceiling.SCENARIO, p1_throughput.SCENARIO, p2_burst.SCENARIO, p3_latency.SCENARIO)
+SCENARIOS: tuple[Scenario, ...] = (
+    ceiling.SCENARIO,
+    constant.SCENARIO,
+    p1_throughput.SCENARIO,
+    p2_burst.SCENARIO,
+    p3_latency.SCENARIO,
+    n1_node_latency.SCENARIO,
+    n2_node_throughput.SCENARIO,
+)
 
 __all__ = ["SCENARIOS"]

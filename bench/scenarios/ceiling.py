@@ -67,4 +67,4 @@ def run(ctx: BenchContext) -> ScenarioResult:
     return result
 
 
-SCENARIO = Scenario("ceiling", "bare fork ceiling", needs_server=False, run=run)
+SCENARIO = Scenario("ceiling", "bare fork ceiling", needs_server=False, run=run, reference_for="fork")
