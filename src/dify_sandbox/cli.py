@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -17,6 +19,9 @@ __all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "main"]
 
 EXIT_OK = 0
 EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
+
+# Arguments that are settings (the rest choose the command and its inputs).
+SETTING_ARGS = ("config_file", "host", "port", "workers", "executor")
 
 # Concurrency caps below this make slow snippets queue behind each other (Dify's mounted config
 # says max_workers: 4); honoured, but worth a warning.
@@ -35,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="TCP port")
     serve.add_argument("--workers", type=int, help="server worker processes")
     serve.add_argument("--executor", choices=["fork", "thread"], help="how snippets run")
+    run = commands.add_parser("run", help="run one snippet file as the API would; print the JSON response")
+    run.add_argument("file", type=Path, help="the snippet")
+    run.add_argument("--language", choices=["python3", "nodejs"], default="python3", help="default: python3")
+    check = commands.add_parser("check", help="self-test both runtimes; print versions, limits and isolation")
+    for command in (run, check):
+        command.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
+        command.add_argument("--executor", choices=["fork", "thread"], help="how python3 snippets run")
     return parser
 
 
@@ -64,7 +76,7 @@ def _warn_about(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command; returns the process exit code."""
     args = _parser().parse_args(argv)
-    overrides = {key: value for key, value in vars(args).items() if key != "command"}
+    overrides = {key: getattr(args, key, None) for key in SETTING_ARGS}
     try:
         settings = load_settings(**overrides)
     except ConfigError as exc:
@@ -77,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_file_max_bytes,
         settings.log_file_backups,
     )
+    if args.command in ("run", "check"):
+        # A one-shot command must not write its metrics into a running server's multiprocess dir.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        from dify_sandbox import operator_tools
+
+        if args.command == "run":
+            return operator_tools.run_command(settings, args.file, args.language)
+        return operator_tools.check_command(settings)
     logger.info("Starting", version=__version__, settings=settings.redacted())
     _warn_about(settings)
     from dify_sandbox.server import serve

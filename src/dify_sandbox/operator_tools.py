@@ -74,6 +74,7 @@ print(json.dumps({
     "home": os.environ.get("HOME"),
     "tmpdir": os.environ.get("TMPDIR"),
     "server_environ_readable": _read("/proc/__SERVER_PID__/environ") is not None,
+    "net_ns": os.readlink("/proc/self/ns/net") if os.path.exists("/proc/self/ns/net") else None,
 }, ensure_ascii=False))
 """
 
@@ -95,6 +96,7 @@ console.log(JSON.stringify({
   home: process.env.HOME ?? null,
   tmpdir: process.env.TMPDIR ?? null,
   server_environ_readable: read('/proc/__SERVER_PID__/environ') !== null,
+  net_ns: (() => { try { return fs.readlinkSync('/proc/self/ns/net'); } catch (error) { return null; } })(),
 }));
 """
 
@@ -240,6 +242,25 @@ def _node_version(service: Service) -> dict[str, str] | None:
     return None if binary is None else {"path": binary.path, "version": binary.version, "source": binary.source}
 
 
+def _own_net_ns() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return None
+
+
+async def _probe(
+    service: Service, language: Language, enable_network: bool
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Runs the probe snippet as the API would; the self-test entry, and what the probe saw if it passed."""
+    request = RunRequest(language, _probe_code(language), "", enable_network, service.settings.worker_timeout)
+    try:
+        result = await service.executor(language).run(request)
+    except SandboxError as exc:
+        return {"passed": False, "error": f"{type(exc).__name__}: {exc}"}, None
+    return _self_test_entry(result)
+
+
 async def self_check(settings: Settings) -> dict[str, Any]:
     """Runs a python3 and a nodejs self-test and reports versions, limits and the isolation each run had.
 
@@ -258,17 +279,14 @@ async def self_check(settings: Settings) -> dict[str, Any]:
             tests = {language: {"passed": False, "error": start_error} for language in LANGUAGES}
         else:
             for language in LANGUAGES:
-                request = RunRequest(
-                    language, _probe_code(language), "", settings.enable_network, settings.worker_timeout
-                )
-                try:
-                    result = await service.executor(language).run(request)
-                except SandboxError as exc:
-                    tests[language] = {"passed": False, "error": f"{type(exc).__name__}: {exc}"}
-                    continue
-                tests[language], probe = _self_test_entry(result)
+                tests[language], probe = await _probe(service, language, settings.enable_network)
                 if probe is not None:
                     isolation[language] = await _isolation(settings, probe)
+            if "python3" in isolation:
+                # A run that asks for no network gets a namespace of its own where the host allows it.
+                _, offline = await _probe(service, "python3", enable_network=False)
+                own = None if offline is None else offline.get("net_ns") != _own_net_ns()
+                isolation["python3"]["network_namespace_when_offline"] = own
     finally:
         await service.close()
     isolation["server_non_dumpable"] = _server_non_dumpable()

@@ -149,6 +149,7 @@ class Supervisor:
             multiprocessing.connection.wait(sentinels, timeout=0.2)
             self.handle_signals()
             self.reap()
+            self.reap_strays()
             if self.stopping and time.monotonic() > self.stop_deadline:
                 self.kill_all()
         logger.info("Stopped", exit_code=self.exit_code)
@@ -207,11 +208,37 @@ class Supervisor:
                 continue
             self.spawn(slot)
 
+    def reap_strays(self) -> None:
+        """Reaps exited processes that are not workers.
+
+        As PID 1 of a container the supervisor inherits every orphan (say, a child a Node.js
+        snippet spawned); without this they would stay zombies. Only zombies are reaped, and never
+        with ``waitpid(-1)``, which would take the workers' exit statuses from multiprocessing.
+        """
+        workers = {process.pid for process, _ in self.workers.values()}
+        for pid in zombie_children(os.getpid()):
+            if pid not in workers:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+
     def kill_all(self) -> None:
         """Last resort past the deadline: SIGKILL (each worker's zygote then kills its runs)."""
         logger.error("Workers did not stop in time; killing them")
         self.forward(signal.SIGKILL)
         self.stop_deadline = float("inf")
+
+
+def zombie_children(pid: int) -> list[int]:
+    """The exited, unreaped children of ``pid`` (from ``/proc``; empty where it cannot tell)."""
+    zombies = []
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            pids = children.read().split()
+        for child in pids:
+            with contextlib.suppress(OSError, IndexError), open(f"/proc/{child}/stat") as stat:
+                if stat.read().rpartition(")")[2].split()[0] == "Z":
+                    zombies.append(int(child))
+    return zombies
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -1,0 +1,197 @@
+"""`dify-sandbox run FILE` and `dify-sandbox check`: operator commands that print JSON, run as real processes.
+
+Each command runs as `python -m dify_sandbox ...` in its own session, from an empty temp dir, with
+the same scrubbed environment the server tests use; the test reads its stdout as JSON and checks
+that nothing of the command's session outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import SERVER_ENV_NAMES, session_members
+
+pytestmark = pytest.mark.integration
+
+COMMAND_TIMEOUT = 60.0
+
+
+def dify_sandbox(cwd: Path, *args: str, **env: object) -> tuple[int, Any, str]:
+    """Runs `python -m dify_sandbox ARGS` in `cwd`; returns (exit code, stdout parsed as JSON, stderr)."""
+    full_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in SERVER_ENV_NAMES and not key.upper().startswith("SANDBOX_")
+    }
+    full_env.update({key: str(value) for key, value in env.items()})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dify_sandbox", *args],
+        cwd=cwd,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=COMMAND_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+    left = session_members(proc.pid)
+    deadline = time.monotonic() + 3
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = session_members(proc.pid)
+    assert not left, f"processes outlived the command: {[p.pid for p in left]}"
+    text = stderr.decode(errors="replace")
+    try:
+        document = json.loads(stdout)
+    except ValueError:
+        pytest.fail(f"stdout is not JSON: {stdout!r}\nstderr:\n{text}")
+    return proc.returncode, document, text
+
+
+def snippet(tmp_path: Path, name: str, code: str) -> Path:
+    path = tmp_path / name
+    path.write_text(code, encoding="utf-8")
+    return path
+
+
+def test_run_python_file_prints_the_api_envelope(tmp_path):
+    """`run FILE` prints exactly the API's success envelope for Dify's "Hello World" test, and exits 0."""
+    path = snippet(tmp_path, "hello.py", 'print("Hello World")\n')
+    code, body, _ = dify_sandbox(tmp_path, "run", str(path))
+    assert body == {
+        "code": 0,
+        "message": "success",
+        "data": {"stdout": "Hello World\n", "stderr": "", "error": "", "exit_code": 0},
+    }
+    assert code == 0
+
+
+def test_run_nodejs_file(tmp_path):
+    """`run FILE --language nodejs` runs the file in node; JSON.stringify output comes back byte-exact."""
+    path = snippet(tmp_path, "hello.js", 'console.log(JSON.stringify({"Hello": "World"}))\n')
+    code, body, _ = dify_sandbox(tmp_path, "run", str(path), "--language", "nodejs")
+    assert body["code"] == 0, body
+    assert body["data"]["stdout"] == '{"Hello":"World"}\n'
+    assert body["data"]["exit_code"] == 0
+    assert code == 0
+
+
+def test_run_failing_snippet_exits_1_with_the_run_result(tmp_path):
+    """An uncaught exception is a run result (code 0, exit_code 255, traceback in `error`); the command exits 1."""
+    path = snippet(tmp_path, "bad.py", "1 / 0\n")
+    code, body, _ = dify_sandbox(tmp_path, "run", str(path))
+    assert body["code"] == 0
+    data = body["data"]
+    assert data["exit_code"] == 255
+    assert data["error"].startswith("process exited with code 255\n")
+    assert "ZeroDivisionError" in data["stderr"]
+    assert code == 1
+
+
+def test_run_honours_worker_timeout_from_env(tmp_path):
+    """WORKER_TIMEOUT applies as in the API: a sleeping snippet is killed, reported as `error: timeout`."""
+    path = snippet(tmp_path, "slow.py", 'import time\nprint("started", flush=True)\ntime.sleep(30)\n')
+    started = time.monotonic()
+    code, body, _ = dify_sandbox(tmp_path, "run", str(path), WORKER_TIMEOUT="1")
+    assert time.monotonic() - started < 15
+    data = body["data"]
+    assert data["exit_code"] == -1
+    assert "error: timeout" in data["error"]
+    assert data["stdout"] == "started\n"
+    assert code == 1
+
+
+def test_run_reads_the_config_file(tmp_path):
+    """Settings come from conf/config.yaml in the cwd, as for `serve`: enable_network false removes the proxies."""
+    online, offline = tmp_path / "online", tmp_path / "offline"
+    online.mkdir()
+    (offline / "conf").mkdir(parents=True)
+    (offline / "conf" / "config.yaml").write_text("enable_network: false\n")
+    path = snippet(tmp_path, "env.py", 'import os\nprint(os.environ.get("HTTP_PROXY", "none"))\n')
+    _, with_proxy, _ = dify_sandbox(online, "run", str(path), HTTP_PROXY="http://proxy.invalid:3128")
+    _, without, _ = dify_sandbox(offline, "run", str(path), HTTP_PROXY="http://proxy.invalid:3128")
+    assert with_proxy["data"]["stdout"] == "http://proxy.invalid:3128\n"
+    assert without["data"]["stdout"] == "none\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [("missing.py", None, "cannot read"), ("empty.py", "", "empty")],
+)
+def test_run_unusable_file_is_a_request_error(tmp_path, name, content, expected):
+    """A missing or empty file gives the API's error envelope (code -400, data null) and exit 1."""
+    if content is not None:
+        snippet(tmp_path, name, content)
+    code, body, _ = dify_sandbox(tmp_path, "run", str(tmp_path / name))
+    assert body["code"] == -400
+    assert body["data"] is None
+    assert expected in body["message"]
+    assert code == 1
+
+
+def test_check_reports_passing_self_tests_and_isolation(tmp_path):
+    """Scenario: `check` with the fork executor.
+
+    1. Both self-tests pass and the command exits 0.
+    2. Versions, executors and limits reflect the settings (WORKER_TIMEOUT from env).
+    3. Each run had its own session and process group, a scrubbed environment and its own dir.
+    4. API_KEY is not in any run's environment.
+    """
+    code, report, stderr = dify_sandbox(tmp_path, "check", WORKER_TIMEOUT="7", API_KEY="secret-check")
+    assert code == 0, (report, stderr)
+    assert report["ok"] is True
+    assert report["self_tests"]["python3"]["passed"] is True
+    assert report["self_tests"]["nodejs"]["passed"] is True
+    assert report["versions"]["python"] == ".".join(str(part) for part in sys.version_info[:3])
+    assert report["versions"]["node"]["version"].startswith("v")
+    assert report["versions"]["node"]["source"] in {"PATH", "wheel", "NODEJS_PATH"}
+    assert report["executor"] == {"python3": "fork", "nodejs": "node_pool"}
+    assert report["limits"]["worker_timeout"] == 7.0
+    assert report["limits"]["grace_seconds"] == 12.0
+    assert {"output_limit_bytes", "max_workers", "max_requests"} <= set(report["limits"])
+    for language in ("python3", "nodejs"):
+        isolation = report["isolation"][language]
+        assert isolation["own_process"] is True, isolation
+        assert isolation["own_session"] is True, isolation
+        assert isolation["own_process_group"] is True, isolation
+        assert isolation["scrubbed_env"] is True, isolation
+        assert isolation["per_run_dir"] is True, isolation
+        assert "API_KEY" not in isolation["env_names"]
+        assert isolation["rlimits"]["core"] == 0
+    assert "secret-check" not in json.dumps(report)
+    assert isinstance(report["isolation"]["server_non_dumpable"], bool | None)
+
+
+def test_check_with_thread_executor_reports_no_process_isolation(tmp_path):
+    """With SANDBOX_EXECUTOR=thread the self-tests still pass, and the report says python3 runs share the process."""
+    code, report, _ = dify_sandbox(tmp_path, "check", SANDBOX_EXECUTOR="thread")
+    assert code == 0
+    assert report["executor"]["python3"] == "thread"
+    isolation = report["isolation"]["python3"]
+    assert isolation["own_process"] is False
+    assert isolation["own_session"] is False
+    assert isolation["per_run_dir"] is False
+
+
+def test_check_fails_when_node_is_missing(tmp_path):
+    """A NODEJS_PATH that does not exist fails the nodejs self-test (with the reason) and the command (exit 1)."""
+    code, report, _ = dify_sandbox(tmp_path, "check", NODEJS_PATH=str(tmp_path / "no-node"))
+    assert code == 1
+    assert report["ok"] is False
+    assert report["self_tests"]["python3"]["passed"] is True
+    assert report["self_tests"]["nodejs"]["passed"] is False
+    assert "Node.js is not available" in report["self_tests"]["nodejs"]["error"]
+    assert report["versions"]["node"] is None
