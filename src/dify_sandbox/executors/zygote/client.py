@@ -25,11 +25,12 @@ from dify_sandbox.config import Settings
 from dify_sandbox.dependencies import import_names, read_requirements
 from dify_sandbox.errors import ExecutorError, ProtocolError, ZygoteUnavailableError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
-from dify_sandbox.executors._rlimits import LIMIT_NAMES, RunLimits
-from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.zygote.isolation import Isolation
 from dify_sandbox.executors.zygote.limits import kill_group
-from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, STATUS, Frame, Op
+from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, Frame, Op
+from dify_sandbox.executors.zygote.run_state import RunState
 from dify_sandbox.executors.zygote.server import FLAG_NETWORK
 from dify_sandbox.metrics import SandboxMetrics
 
@@ -46,125 +47,6 @@ EOF_GRACE = 0.5
 _RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
-class _Run:
-    """The state of one run between SPAWN and the end of its output."""
-
-    __slots__ = (
-        "_loop",
-        "_status",
-        "_status_fd",
-        "done",
-        "error",
-        "limit",
-        "pid",
-        "reported",
-        "status",
-        "stderr",
-        "stdout",
-        "timed_out",
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._status = b""
-        self._status_fd = -1
-        self.done: asyncio.Future[None] = loop.create_future()
-        self.pid: int | None = None
-        self.status: int | None = None  # wait status from the zygote
-        self.reported: int | None = None  # exit code the child wrote on its status pipe
-        self.limit = 0  # limit code the child reported with it
-        self.timed_out = False
-        self.error: ExecutorError | None = None
-        self.stdout: PipeReader | None = None
-        self.stderr: PipeReader | None = None
-
-    @property
-    def ended(self) -> bool:
-        """The child reported its exit code, or the zygote reaped it."""
-        return self.reported is not None or self.status is not None
-
-    def maybe_finish(self) -> None:
-        """Completes the run once it ended and both pipes reached EOF."""
-        if not self.ended or self.done.done():
-            return
-        if all(reader is None or reader.eof for reader in (self.stdout, self.stderr)):
-            self.done.set_result(None)
-
-    def finish(self) -> None:
-        """Completes the run now, whatever is still open."""
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def fail(self, error: ExecutorError) -> None:
-        """Ends the run with an executor error (not a user outcome)."""
-        self.error = error
-        self.finish()
-
-    def watch_status(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        """Reads the status pipe: the child's pid as it starts, its exit code as it ends."""
-        self._status_fd = fd
-        os.set_blocking(fd, False)
-        loop.add_reader(fd, self._on_status)
-
-    def _on_status(self) -> None:
-        try:
-            data = os.read(self._status_fd, 3 * STATUS.size)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close_status()
-            return
-        self._status += data
-        if self.pid is None and len(self._status) >= STATUS.size:
-            (self.pid,) = STATUS.unpack_from(self._status)
-        if len(self._status) >= 3 * STATUS.size:
-            (self.reported,) = STATUS.unpack_from(self._status, STATUS.size)
-            (self.limit,) = STATUS.unpack_from(self._status, 2 * STATUS.size)
-            self._close_status()
-            self.maybe_finish()
-
-    def _close_status(self) -> None:
-        if self._status_fd >= 0:
-            self._loop.remove_reader(self._status_fd)
-            os.close(self._status_fd)
-            self._status_fd = -1
-
-    def close(self) -> None:
-        """Releases the run's pipes."""
-        self._close_status()
-        for reader in (self.stdout, self.stderr):
-            if reader is not None:
-                reader.close()
-
-    def result(self, duration: float) -> RunResult:
-        """Decodes the exit (reported, else the wait status) and output into a :class:`RunResult`."""
-        assert self.stdout is not None
-        assert self.stderr is not None
-        limited = self.stdout.limited or self.stderr.limited
-        killed_by_us = self.timed_out or limited
-        if killed_by_us:
-            # Whatever the child managed to report (say, a broken pipe past the cap), we killed it.
-            code = EXIT_KILLED
-        elif self.reported is not None:
-            code = self.reported
-        else:
-            assert self.status is not None
-            code = os.waitstatus_to_exitcode(self.status)
-        return RunResult(
-            stdout=self.stdout.text(),
-            stderr=self.stderr.text(),
-            exit_code=max(code, EXIT_KILLED),
-            timed_out=self.timed_out,
-            output_limited=limited and not self.timed_out,
-            signal=-code if code < 0 and not killed_by_us else None,
-            duration=duration,
-            pid=self.pid,
-            limit=LIMIT_NAMES.get(self.limit) if not killed_by_us else None,
-        )
-
-
 class ZygoteProcess:
     """One zygote process: its socket, its in-flight runs, and the frames between them."""
 
@@ -173,7 +55,7 @@ class ZygoteProcess:
         self.preload_modules = preload_modules
         self._on_death = on_death
         self._loop = asyncio.get_running_loop()
-        self._runs: dict[int, _Run] = {}
+        self._runs: dict[int, RunState] = {}
         self._ids = itertools.count(1)
         self._outbox: list[tuple[bytes, list[int]]] = []
         self._ready: asyncio.Future[None] = self._loop.create_future()
@@ -245,7 +127,7 @@ class ZygoteProcess:
             raise ZygoteUnavailableError("the zygote is not running")
         loop = self._loop
         run_id = next(self._ids)
-        run = _Run(loop)
+        run = RunState(loop)
         preload_bytes = preload.encode("utf-8", "surrogatepass")
         payload = preload_bytes + request.code.encode("utf-8", "surrogatepass")
         code_r, code_w = os.pipe()
