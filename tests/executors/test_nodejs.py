@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import secrets
@@ -23,29 +22,11 @@ from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
 
+from ..dify_scripts import RESULT_TAG, javascript_script
+
 T = TypeVar("T")
 
 BOOTSTRAP_MARKER = "node_bootstrap.js"
-RESULT_TAG = "<<RESULT>>"
-
-# Dify's runner (api/core/helper/code_executor/javascript/javascript_transformer.py).
-JAVASCRIPT_RUNNER = textwrap.dedent(
-    """
-    // declare main function
-    {{code}}
-
-    // decode and prepare input object
-    var inputs_obj = JSON.parse(Buffer.from('{{inputs}}', 'base64').toString('utf-8'))
-
-    // execute main function
-    var output_obj = main(inputs_obj)
-
-    // convert output to json and print
-    var output_json = JSON.stringify(output_obj)
-    var result = `<<RESULT>>${output_json}<<RESULT>>`
-    console.log(result)
-    """
-)
 
 
 class NodeHarness:
@@ -153,12 +134,6 @@ def sleep_marker() -> Iterator[str]:
     yield marker
     for proc in sleepers(marker):
         proc.kill()
-
-
-def javascript_script(code: str, inputs: dict[str, Any]) -> str:
-    """Dify: inputs as json.dumps(ensure_ascii=False), UTF-8, base64, substituted into the runner."""
-    encoded = base64.b64encode(json.dumps(inputs, ensure_ascii=False).encode()).decode()
-    return JAVASCRIPT_RUNNER.replace("{{code}}", code).replace("{{inputs}}", encoded)
 
 
 # --- results ------------------------------------------------------------------------------------

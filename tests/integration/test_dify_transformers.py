@@ -8,118 +8,22 @@ a greedy DOTALL regex between the result markers).
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 import textwrap
 
 import jinja2
 import pytest
 
+from ..dify_scripts import (
+    JINJA2_PRELOAD,
+    PYTHON3_DEFAULT_CODE,
+    dify_execute,
+    extract_result,
+    jinja2_script,
+    python3_script,
+)
+
 pytestmark = pytest.mark.integration
-
-RESULT_TAG = "<<RESULT>>"
-
-PYTHON3_RUNNER = textwrap.dedent(
-    """\
-    {{code}}
-
-    import json
-    from base64 import b64decode
-
-    # decode and prepare input dict
-    inputs_obj = json.loads(b64decode('{{inputs}}').decode('utf-8'))
-
-    # execute main function
-    output_obj = main(**inputs_obj)
-
-    # convert output to json and print
-    output_json = json.dumps(output_obj, indent=4)
-    result = f'''<<RESULT>>{output_json}<<RESULT>>'''
-    print(result)
-    """
-)
-
-JINJA2_RUNNER = textwrap.dedent(
-    """
-    import jinja2
-    import json
-    from base64 import b64decode
-
-    # declare main function
-    def main(**inputs):
-        # Decode base64-encoded template to handle special characters safely
-        template_code = b64decode('{{template_b64}}').decode('utf-8')
-        template = jinja2.Template(template_code)
-        return template.render(**inputs)
-
-    # decode and prepare input dict
-    inputs_obj = json.loads(b64decode('{{inputs}}').decode('utf-8'))
-
-    # execute main function
-    output = main(**inputs_obj)
-
-    # convert output and print
-    result = f'''<<RESULT>>{output}<<RESULT>>'''
-    print(result)
-
-    """
-)
-
-JINJA2_PRELOAD = textwrap.dedent(
-    """
-    import jinja2
-    from base64 import b64decode
-
-    def _jinja2_preload_():
-        # prepare jinja2 environment, load template and render before to avoid sandbox issue
-        template = jinja2.Template('{{s}}')
-        template.render(s='a')
-
-    if __name__ == '__main__':
-        _jinja2_preload_()
-
-    """
-)
-
-PYTHON3_DEFAULT_CODE = textwrap.dedent(
-    """
-    def main(arg1: str, arg2: str) -> dict:
-        return {
-            "result": arg1 + arg2,
-        }
-    """
-)
-
-
-def serialize_inputs(inputs: dict) -> str:
-    """Dify: json.dumps(ensure_ascii=False), UTF-8, then base64."""
-    return base64.b64encode(json.dumps(inputs, ensure_ascii=False).encode()).decode("utf-8")
-
-
-def python3_script(code: str, inputs: dict) -> str:
-    return PYTHON3_RUNNER.replace("{{code}}", code).replace("{{inputs}}", serialize_inputs(inputs))
-
-
-def jinja2_script(template: str, inputs: dict) -> str:
-    template_b64 = base64.b64encode(template.encode("utf-8")).decode("utf-8")
-    return JINJA2_RUNNER.replace("{{template_b64}}", template_b64).replace("{{inputs}}", serialize_inputs(inputs))
-
-
-def dify_execute(server, code: str, preload: str = "", *, enable_network: bool = True) -> str:
-    """What Dify's CodeExecutor.execute_code does with the response; returns stdout."""
-    resp = server.run(code, preload=preload, enable_network=enable_network)
-    assert resp.status_code == 200, f"Dify: Failed to execute code, got status code {resp.status_code}"
-    body = resp.json()
-    assert body["code"] == 0, f"Dify: Got error code: {body['code']}. Got error msg: {body['message']}"
-    assert body["data"]["error"] == "", f"Dify would raise: {body['data']['error']}"
-    return body["data"]["stdout"] or ""
-
-
-def extract_result(stdout: str) -> str:
-    match = re.search(rf"{RESULT_TAG}(.*){RESULT_TAG}", stdout, re.DOTALL)
-    assert match, f"Dify: Failed to parse result from {stdout!r}"
-    return match.group(1)
 
 
 def test_python3_default_template(server):

@@ -6,68 +6,24 @@ and the response is read back the way Dify's `code_executor.py` reads it.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
-import re
 import signal
 import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 
+from ..dify_scripts import JAVASCRIPT_DEFAULT_CODE, RESULT_TAG, dify_execute, extract_result, javascript_script
+
 pytestmark = pytest.mark.integration
 
-RESULT_TAG = "<<RESULT>>"
 BOOTSTRAP_MARKER = "node_bootstrap.js"
-
-JAVASCRIPT_RUNNER = textwrap.dedent(
-    """
-    // declare main function
-    {{code}}
-
-    // decode and prepare input object
-    var inputs_obj = JSON.parse(Buffer.from('{{inputs}}', 'base64').toString('utf-8'))
-
-    // execute main function
-    var output_obj = main(inputs_obj)
-
-    // convert output to json and print
-    var output_json = JSON.stringify(output_obj)
-    var result = `<<RESULT>>${output_json}<<RESULT>>`
-    console.log(result)
-    """
-)
-
-JAVASCRIPT_DEFAULT_CODE = "function main({arg1, arg2}) {\n    return {\n        result: arg1 + arg2\n    }\n}"
-
-
-def javascript_script(code: str, inputs: dict[str, Any]) -> str:
-    """Dify: inputs as json.dumps(ensure_ascii=False), UTF-8, base64, substituted into the runner."""
-    encoded = base64.b64encode(json.dumps(inputs, ensure_ascii=False).encode()).decode()
-    return JAVASCRIPT_RUNNER.replace("{{code}}", code).replace("{{inputs}}", encoded)
-
-
-def dify_execute(server, code: str) -> str:
-    """What Dify's CodeExecutor.execute_code does with a javascript response; returns stdout."""
-    resp = server.run(code, language="nodejs")
-    assert resp.status_code == 200, f"Dify: Failed to execute code, got status code {resp.status_code}"
-    body = resp.json()
-    assert body["code"] == 0, f"Dify: Got error code: {body['code']}. Got error msg: {body['message']}"
-    assert body["data"]["error"] == "", f"Dify would raise: {body['data']['error']}"
-    return body["data"]["stdout"] or ""
-
-
-def extract_result(stdout: str) -> str:
-    match = re.search(rf"{RESULT_TAG}(.*){RESULT_TAG}", stdout, re.DOTALL)
-    assert match, f"Dify: Failed to parse result from {stdout!r}"
-    return match.group(1)
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -103,12 +59,14 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):
 )
 def test_official_javascript_cases(server, code, stdout):
     """Dify's javascript executor tests: exact stdout, empty error."""
-    assert dify_execute(server, code) == stdout
+    assert dify_execute(server, code, language="nodejs") == stdout
 
 
 def test_javascript_default_template(server):
     """Dify's default JavaScript node with arg1/arg2 returns {"result": "HelloWorld"}."""
-    stdout = dify_execute(server, javascript_script(JAVASCRIPT_DEFAULT_CODE, {"arg1": "Hello", "arg2": "World"}))
+    stdout = dify_execute(
+        server, javascript_script(JAVASCRIPT_DEFAULT_CODE, {"arg1": "Hello", "arg2": "World"}), language="nodejs"
+    )
     assert stdout == '<<RESULT>>{"result":"HelloWorld"}<<RESULT>>\n'
     assert json.loads(extract_result(stdout)) == {"result": "HelloWorld"}
 
@@ -125,7 +83,7 @@ def test_javascript_node_round_trips_cjk_and_emoji(server):
     )
     arg1 = "你好，世界 🌏🎉 «ß» \"quoted\" 'single' \\ back\nnew line"  # noqa: RUF001 - CJK punctuation on purpose
     arg2 = {"键": ["值", 1, 2.5, None, True], "emoji": "👩‍💻"}
-    stdout = dify_execute(server, javascript_script(code, {"arg1": arg1, "arg2": arg2}))
+    stdout = dify_execute(server, javascript_script(code, {"arg1": arg1, "arg2": arg2}), language="nodejs")
     expected = {"echo": arg1, "nested": arg2, "codepoints": len(arg1), "reversed": arg1[::-1]}
     as_js = json.dumps(expected, ensure_ascii=False, separators=(",", ":"))  # what JSON.stringify writes
     assert stdout == f"{RESULT_TAG}{as_js}{RESULT_TAG}\n"
