@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from dify_sandbox import __version__
 from dify_sandbox.api.handlers import install_handlers
 from dify_sandbox.api.middleware import RequestContextMiddleware
-from dify_sandbox.api.routes import router
+from dify_sandbox.api.routes import install_routes
 from dify_sandbox.config import Settings
 from dify_sandbox.service import Service
 
@@ -38,6 +38,6 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     )
     app.state.service = service
     install_handlers(app)
-    app.include_router(router)
+    install_routes(app)
     app.add_middleware(RequestContextMiddleware, metrics=service.metrics, access_log=settings.access_log)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import structlog
-from fastapi import APIRouter, Depends, Request
+from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from dify_sandbox.api.auth import require_api_key
@@ -15,7 +15,7 @@ from dify_sandbox.executors.base import Language, RunRequest, RunResult
 from dify_sandbox.metrics import CONTENT_TYPE, outcome_of, render
 from dify_sandbox.service import Service
 
-__all__ = ["router"]
+__all__ = ["install_routes"]
 
 logger = structlog.get_logger("dify_sandbox.api")
 
@@ -30,23 +30,18 @@ _UPDATE_SCHEMA = {
     "content": {"application/json": {"schema": DependenciesBody.model_json_schema()}},
 }
 
-router = APIRouter()
-sandbox = APIRouter(prefix="/v1/sandbox", dependencies=[Depends(require_api_key)])
-
 
 def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-@router.get("/health", summary="Liveness and readiness; 503 once shutdown has begun.")
 async def health(request: Request) -> Response:
     if _service(request).admission.draining:
         return JSONResponse("shutting down", status_code=503)
     return JSONResponse("ok")
 
 
-@router.get("/metrics", summary="Prometheus metrics of every server worker.", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     service = _service(request)
     if service.settings.metrics_require_key:
@@ -67,8 +62,8 @@ def exit_reason(result: RunResult) -> str:
     return f"exited with code {result.exit_code}"
 
 
-@sandbox.post("/run", summary="Run a snippet.", openapi_extra={"requestBody": _RUN_SCHEMA})
 async def run(request: Request) -> Response:
+    await require_api_key(request)
     service = _service(request)
     body = await bind(request, RunBody, service.settings.max_body_bytes)
     if body.language not in LANGUAGES:
@@ -123,18 +118,14 @@ def _dependency_list(service: Service) -> dict[str, object]:
     return {"dependencies": [{"name": dep.name, "version": dep.version} for dep in deps]}
 
 
-@sandbox.get("/dependencies", summary="Packages snippets may import, with installed versions.")
 async def dependencies(request: Request, language: str | None = None) -> Response:
+    await require_api_key(request)
     _python_only(language)
     return envelope(_dependency_list(_service(request)))
 
 
-@sandbox.post(
-    "/dependencies/update",
-    summary="Re-read the requirements and re-warm the executors.",
-    openapi_extra={"requestBody": _UPDATE_SCHEMA},
-)
 async def update_dependencies(request: Request) -> Response:
+    await require_api_key(request)
     service = _service(request)
     body = await bind(request, DependenciesBody, service.settings.max_body_bytes)
     _python_only(body.language)
@@ -142,10 +133,39 @@ async def update_dependencies(request: Request) -> Response:
     return envelope({})
 
 
-@sandbox.get("/dependencies/refresh", summary="List the packages again (nothing is installed at run time).")
 async def refresh_dependencies(request: Request, language: str | None = None) -> Response:
+    await require_api_key(request)
     _python_only(language)
     return envelope(_dependency_list(_service(request)))
 
 
-router.include_router(sandbox)
+def install_routes(app: FastAPI) -> None:
+    """Adds every route to ``app`` directly: nested routers would cost a matching layer per request.
+
+    The key check is a call at the top of each ``/v1/sandbox`` endpoint rather than a dependency,
+    for the same reason.
+    """
+    app.add_api_route("/health", health, methods=["GET"], summary="Liveness and readiness; 503 once draining.")
+    app.add_api_route("/metrics", metrics, methods=["GET"], summary="Prometheus metrics.", include_in_schema=False)
+    app.add_api_route(
+        "/v1/sandbox/run", run, methods=["POST"], summary="Run a snippet.", openapi_extra={"requestBody": _RUN_SCHEMA}
+    )
+    app.add_api_route(
+        "/v1/sandbox/dependencies",
+        dependencies,
+        methods=["GET"],
+        summary="Packages snippets may import, with installed versions.",
+    )
+    app.add_api_route(
+        "/v1/sandbox/dependencies/update",
+        update_dependencies,
+        methods=["POST"],
+        summary="Re-read the requirements and re-warm the executors.",
+        openapi_extra={"requestBody": _UPDATE_SCHEMA},
+    )
+    app.add_api_route(
+        "/v1/sandbox/dependencies/refresh",
+        refresh_dependencies,
+        methods=["GET"],
+        summary="List the packages again (nothing is installed at run time).",
+    )
