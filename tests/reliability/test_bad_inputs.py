@@ -42,7 +42,7 @@ def server(request: pytest.FixtureRequest, _bad_server: Server) -> Iterator[Serv
         pytest.fail(f"the bad-inputs server has exited\n{_bad_server.output()}")
     yield _bad_server
     assert _bad_server.proc.poll() is None, "the server exited"
-    # Generous: a vanished client currently stalls the worker for several seconds (see the xfail below).
+    # Generous: a loaded CI machine can be slow to answer.
     assert _bad_server.health_status(timeout=30) == 200
     assert _bad_server.run_ok("print('still serving')", timeout=10)["stdout"] == "still serving\n"
 
@@ -548,12 +548,6 @@ def _http_500s(server: Server) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: starlette's ClientDisconnect from request.stream() reaches the catch-all handler, which logs "
-    "'Unexpected error' with exc_info; with the default text log format structlog renders a rich traceback (pygments, "
-    "locals) on the event loop, blocking every request of the worker for ~7 s per vanished client",
-)
 def test_client_that_vanishes_mid_body_does_not_stall_the_server(server: Server) -> None:
     """Right after a client closes mid-body, /health still answers within 0.5 s."""
     _vanish_mid_body(server)
@@ -565,12 +559,6 @@ def test_client_that_vanishes_mid_body_does_not_stall_the_server(server: Server)
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a client that vanishes mid-body is answered (to nobody) by the catch-all handler and counted as "
-    "an HTTP 500 in dify_sandbox_http_requests_total, with an error log line and traceback: a server error that "
-    "never happened",
-)
 def test_client_that_vanishes_mid_body_is_not_a_server_error(server: Server) -> None:
     """A client closing mid-body is not counted as an HTTP 500 of the server."""
     before = _http_500s(server)

@@ -467,12 +467,6 @@ def test_setsid_child_is_killed_at_the_timeout(rig: Rig, sleep_marker: str) -> N
     assert gone(["sleep", sleep_marker], 2.0), "the setsid child outlived its timed-out run"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the orphan sweep kills only the zygote's direct children at the end of the run; a grandchild in "
-    "its own session, whose parent is still alive at that moment, is reparented to the zygote afterwards and lives "
-    "until the zygote stops",
-)
 def test_two_sessions_deep_child_is_killed_after_the_run(
     start_server: Callable[..., Server], sleep_marker: str
 ) -> None:
@@ -512,11 +506,6 @@ def test_node_child_process_is_gone_after_the_run(rig: Rig, sleep_marker: str) -
     assert gone(["sleep", sleep_marker], 2.0), "the node run's child outlived it"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: node runs have no orphan sweep; a child spawned with detached: true (its own session) is "
-    "reparented to init and outlives the run, and even the server",
-)
 def test_node_detached_child_is_gone_after_the_run(rig: Rig, sleep_marker: str) -> None:
     """A nodejs run that spawns a detached `sleep` and exits: the sleep is gone within 2 s."""
     code = (
@@ -532,11 +521,6 @@ def test_node_detached_child_is_gone_after_the_run(rig: Rig, sleep_marker: str) 
 # --- the status pipe (fd 3) ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the child closes its status pipe, so no exit code is reported and the wait status of the "
-    "child's final killpg(0, SIGKILL) is taken for the outcome: exit -1, 'killed by signal SIGKILL'",
-)
 def test_closing_the_status_fd_keeps_a_clean_exit(rig: Rig) -> None:
     """A snippet that closes fd 3 (as os.closerange(3, ...) in daemon code does) and ends normally exits 0."""
     data, _ = rig.run_data("import os\nos.closerange(3, 1024)\nprint('done')")
@@ -544,11 +528,6 @@ def test_closing_the_status_fd_keeps_a_clean_exit(rig: Rig) -> None:
     assert_reported(data, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the worker trusts the first 8 bytes after the pid on fd 3 as the exit code and limit; a snippet "
-    "can report any int (2147483647 here) and a limit it never hit",
-)
 def test_garbage_on_the_status_fd_gives_a_sane_result(rig: Rig) -> None:
     """Whatever a snippet writes to fd 3, exit_code stays a process status (-1..255) and no limit is invented."""
     code = f"import os\nos.write(3, {struct.pack('!ii', 2**31 - 1, 2)!r})\nprint('after')"
@@ -559,11 +538,6 @@ def test_garbage_on_the_status_fd_gives_a_sane_result(rig: Rig) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: once 8 bytes arrive on fd 3 the run counts as ended (_Run.ended), so _on_timeout no longer kills "
-    "it: the snippet runs past WORKER_TIMEOUT for as long as it likes (here 6 s, then it exits 0)",
-)
 def test_writing_to_the_status_fd_does_not_escape_the_timeout(rig: Rig) -> None:
     """A snippet that writes 8 bytes to fd 3 and then sleeps is still stopped at the wall-clock limit."""
     code = f"import os, time\nos.write(3, {bytes(8)!r})\nprint('written', flush=True)\ntime.sleep(6)"

@@ -6,6 +6,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
 
 from dify_sandbox.api.auth import UnauthorizedError
@@ -15,6 +16,8 @@ from dify_sandbox.errors import ExecutorError, RequestError, SandboxError
 __all__ = ["install_handlers"]
 
 logger = structlog.get_logger("dify_sandbox.api")
+
+CLIENT_CLOSED_REQUEST = 499
 
 
 async def _request_error(_: Request, exc: Exception) -> Response:
@@ -49,6 +52,12 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return error_envelope(exc.status_code, -exc.status_code, str(exc.detail))
 
 
+async def _client_disconnect(_: Request, __: Exception) -> Response:
+    # The client closed the connection before sending its whole body: nobody reads this answer,
+    # and it is not a server error. 499 is nginx's "client closed request", for the metrics.
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected(_: Request, exc: Exception) -> Response:
     logger.error("Unexpected error", exc_info=exc)
     return error_envelope(500, -500, "internal error")
@@ -71,4 +80,5 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(UnauthorizedError, _unauthorized)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected)

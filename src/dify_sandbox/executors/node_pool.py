@@ -5,7 +5,8 @@ started in the background. When the pool is empty a run starts its own process a
 of waiting. Every process has its own process group, the scrubbed environment, its own working
 dir (also HOME and TMPDIR), and gets its code on a pipe. A timeout kills the whole group, and so
 does the end of a run, so nothing it spawned outlives it. The rlimits of ``_rlimits.py`` are set
-with ``prlimit`` while the process still waits for its code (no per-run uid for node).
+with ``prlimit`` while the process still waits for its code (no per-run uid for node). Children
+that left the group (``detached: true``) are found by the run dir in their environment (``_sweep.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dify_sandbox.config import Settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors._sweep import kill_by_environment
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node
@@ -62,6 +64,12 @@ class _Node:
         for fd in (self.code_w, self.stdout_r, self.stderr_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _clean_up_after(run_dir: str) -> None:
+    """Kills what a run left outside its group (detached children) and removes its dir."""
+    kill_by_environment(f"TMPDIR={run_dir}")
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 class NodePool:
@@ -117,7 +125,7 @@ class NodePool:
         finally:
             self._busy.discard(node)
             node.kill_group()
-            await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, node.run_dir, True)
+            await asyncio.get_running_loop().run_in_executor(None, _clean_up_after, node.run_dir)
 
     async def _run_in(self, node: _Node, request: RunRequest) -> RunResult:
         loop = asyncio.get_running_loop()

@@ -68,8 +68,16 @@ def run_snippet(
     """Runs ``preload`` then ``code`` as ``__main__``. Never raises."""
     try:
         for source, filename in ((preload, PRELOAD_FILENAME), (code, CODE_FILENAME)):
-            if source:
-                exec(compiler(source, filename), main_module.__dict__)  # noqa: S102 - running it is the job
+            if not source:
+                continue
+            try:
+                compiled = compiler(source, filename)
+            except (SyntaxError, ValueError) as exc:
+                # As a script would show it: the error alone, not the frames of the code compiling it.
+                traceback.print_exception(type(exc), exc, None, file=stderr)
+                stderr.flush()
+                return SnippetExit(EXIT_UNCAUGHT)
+            exec(compiled, main_module.__dict__)  # noqa: S102 - running it is the job
     except SystemExit as exc:
         return SnippetExit(exit_code_of(exc, stderr))
     except BaseException as exc:

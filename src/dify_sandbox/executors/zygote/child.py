@@ -94,12 +94,12 @@ def _write_status(value: int) -> None:
 
 
 def _report_and_end(exit_code: int, limit: int, spec: ChildSpec) -> None:
-    """Kills what the run started, reports, removes the run dir, and kills its group (itself too).
+    """Kills what the run started (with a uid of its own), reports, closes its pipes, removes its dir.
 
     With a uid of its own, the run's leftovers are every other process of that uid, wherever they
-    went (``kill(-1)`` as that uid). The worker answers once the status and both EOFs arrive, while
-    this process cleans up and the kernel tears it down; doing the cleanup here keeps it off the
-    single-threaded zygote.
+    went (``kill(-1)`` as that uid). The worker answers once the report and the EOFs arrive, while
+    this process cleans up and the kernel tears it down; the zygote then kills what is left of the
+    group as it reaps. Doing the cleanup here keeps it off the single-threaded zygote.
     """
     if spec.uid is not None:
         with contextlib.suppress(OSError):
@@ -115,8 +115,6 @@ def _report_and_end(exit_code: int, limit: int, spec: ChildSpec) -> None:
         os.rmdir(spec.run_dir)  # the common case: the run wrote no files
     except OSError:
         shutil.rmtree(spec.run_dir, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.killpg(0, signal.SIGKILL)
 
 
 def _restore_signals() -> None:

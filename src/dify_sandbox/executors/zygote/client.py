@@ -144,16 +144,18 @@ class ZygoteProcess:
         run.stderr = PipeReader(loop, err_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
         run.watch_status(loop, status_r)
         writer = PipeWriter(loop, code_w, payload)
-        timer = loop.call_later(request.timeout, self._on_timeout, run_id)
+        run.timer = loop.call_later(request.timeout, self._on_timeout, run_id)
         try:
             await run.done
         finally:
-            timer.cancel()
             writer.close()
             run.close()
-            if not run.ended and self.alive:
-                self.kill_run(run_id)  # cancelled (client gone, shutdown): never leave the child running
-            self._forget(run_id)
+            if run.status is None and self.alive:
+                if not run.done.done() or run.error is not None:
+                    self.kill_run(run_id)  # cancelled (client gone, shutdown): never leave the child running
+                # else: answered on the child's report; the timer stays armed until the zygote reaps it.
+            else:
+                self._forget(run_id)
         if run.error is not None:
             raise run.error
         return run.result(loop.time() - started)
@@ -269,6 +271,9 @@ class ZygoteProcess:
             return  # the run was cancelled and forgotten; its late frames carry nothing we need
         if frame.op == Op.EXITED:
             run.status = frame.aux
+            if run.done.done():
+                self._forget(frame.run_id)  # answered earlier on the child's report
+                return
             run.maybe_finish()
             if not run.done.done():
                 self._loop.call_later(EOF_GRACE, run.finish)
@@ -279,12 +284,17 @@ class ZygoteProcess:
 
     def _on_timeout(self, run_id: int) -> None:
         run = self._runs.get(run_id)
-        if run is not None and not run.ended:
+        if run is None or run.status is not None:
+            return
+        if not run.done.done():
             run.timed_out = True
-            self.kill_run(run_id)
+        # Also after an answer given on the child's report: a snippet that forged one still dies on time.
+        self.kill_run(run_id)
 
     def _forget(self, run_id: int) -> None:
-        self._runs.pop(run_id, None)
+        run = self._runs.pop(run_id, None)
+        if run is not None and run.timer is not None:
+            run.timer.cancel()
         if not self._runs:
             self.idle.set()
 
@@ -304,10 +314,13 @@ class ZygoteProcess:
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()  # mark retrieved: start() may already have given up
-        for run in self._runs.values():
+        for run_id, run in list(self._runs.items()):
             if run.pid is not None:
                 kill_group(run.pid)  # its zygote is gone: the worker is the only one left to do it
-            run.fail(error)
+            if run.done.done():
+                self._forget(run_id)  # already answered; only its bookkeeping was left
+            else:
+                run.fail(error)
         self._on_death(self)
 
     async def _relay_logs(self) -> None:

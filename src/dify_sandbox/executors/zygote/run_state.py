@@ -1,8 +1,10 @@
 """The worker's view of one fork run, from SPAWN until its output is complete, and how its outcome is decoded.
 
-A run is complete when the child has ended (its exit code on the status pipe, or the zygote's
-wait status) and both output pipes reached EOF. A result prefers the child's own report; our kills
-(timeout, output cap) always read as exit code -1.
+A run is complete when the child has ended (its report on the status pipe followed by the pipe's
+EOF, or the zygote's wait status) and both output pipes reached EOF. The snippet can write to the
+status pipe too, so a report is a hint: only the last record counts, only a plausible one (an exit
+status 0-255, a known limit), and it never stops the wall-clock limit, which runs until the zygote
+has reaped the child. Our kills (timeout, output cap) always read as exit code -1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from dify_sandbox.executors.base import EXIT_KILLED, RunResult
 from dify_sandbox.executors.zygote.protocol import STATUS
 
 __all__ = ["RunState"]
+
+_RECORD = 2 * STATUS.size  # exit code, limit code
+_STATUS_READ = 4096
+_STATUS_MAX = STATUS.size + 16 * _RECORD  # more than this on fd 3 is a snippet writing there
 
 
 class RunState:
@@ -35,6 +41,7 @@ class RunState:
         "stderr",
         "stdout",
         "timed_out",
+        "timer",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -50,6 +57,7 @@ class RunState:
         self.error: ExecutorError | None = None
         self.stdout: PipeReader | None = None
         self.stderr: PipeReader | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the wall-clock limit; cancelled once the zygote reaped
 
     @property
     def ended(self) -> bool:
@@ -81,22 +89,32 @@ class RunState:
 
     def _on_status(self) -> None:
         try:
-            data = os.read(self._status_fd, 3 * STATUS.size)
+            data = os.read(self._status_fd, _STATUS_READ)
         except BlockingIOError:
             return
         except OSError:
             data = b""
-        if not data:
-            self._close_status()
+        if data and len(self._status) < _STATUS_MAX:
+            self._status += data
+            if self.pid is None and len(self._status) >= STATUS.size:
+                (self.pid,) = STATUS.unpack_from(self._status)
             return
-        self._status += data
-        if self.pid is None and len(self._status) >= STATUS.size:
-            (self.pid,) = STATUS.unpack_from(self._status)
-        if len(self._status) >= 3 * STATUS.size:
-            (self.reported,) = STATUS.unpack_from(self._status, STATUS.size)
-            (self.limit,) = STATUS.unpack_from(self._status, 2 * STATUS.size)
-            self._close_status()
-            self.maybe_finish()
+        if data:
+            return  # a snippet flooding fd 3: ignore the rest, the wait status will decide
+        self._close_status()
+        self._accept_report()
+        self.maybe_finish()
+
+    def _accept_report(self) -> None:
+        """At the status pipe's EOF: takes the last (exit code, limit) record if it is plausible."""
+        records = (len(self._status) - STATUS.size) // _RECORD
+        if records < 1 or len(self._status) > _STATUS_MAX:
+            return
+        offset = STATUS.size + (records - 1) * _RECORD
+        (code,) = STATUS.unpack_from(self._status, offset)
+        (limit,) = STATUS.unpack_from(self._status, offset + STATUS.size)
+        if 0 <= code <= 255 and (limit == 0 or limit in LIMIT_NAMES):
+            self.reported, self.limit = code, limit
 
     def _close_status(self) -> None:
         if self._status_fd >= 0:

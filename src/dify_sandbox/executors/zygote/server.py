@@ -79,8 +79,7 @@ class _RunState:
 
     run_id: int
     uid: int | None
-    started: int  # boot-clock ticks, to tell which orphans this run may have left
-    killed: bool = False
+    started: int  # boot-clock ticks, to tell which orphans a live run may have started
 
 
 def log(event: str, level: str = "info", **fields: Any) -> None:
@@ -179,7 +178,6 @@ class ZygoteServer:
         if frame.op == Op.KILL:
             pid = self.pids.get(frame.run_id)
             if pid is not None:
-                self.runs[pid].killed = True
                 kill_group(pid)
         elif frame.op == Op.PING:
             self.send(Frame(Op.PONG, value=frame.value))
@@ -239,7 +237,25 @@ class ZygoteServer:
         self.reap()
 
     def reap(self) -> None:
-        """Reaps every exited child; a run's group is killed before its leader is reaped."""
+        """Reaps every exited child (a run's group is killed before its leader is reaped), then sweeps orphans."""
+        self._reap_exited()
+        self.sweep_orphans()
+
+    def sweep_orphans(self) -> None:
+        """Kills processes that left their run's group and were reparented here, once their run is over.
+
+        An orphan is killed when it is older than every run still in flight: no live run can have
+        started it. (Checked after every reap, so an orphan whose own parent is killed here is
+        found on the next pass, however many sessions deep it went.)
+        """
+        oldest_live = min((run.started for run in self.runs.values()), default=None)
+        for orphan, started in orphans(set(self.runs)):
+            if oldest_live is None or started < oldest_live:
+                kill_group(orphan)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(orphan, signal.SIGKILL)
+
+    def _reap_exited(self) -> None:
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -259,18 +275,11 @@ class ZygoteServer:
     def clean_up_after(self, pid: int, run: _RunState, status: int) -> None:
         """Kills what the run left outside its group, frees its uid and dir, reports the exit."""
         del self.pids[run.run_id]
-        # A child that ended normally killed its uid's processes itself (and then its group, with
-        # SIGKILL). Any other end (our kill, os._exit, a crash) leaves that to us.
-        ended_itself = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and not run.killed
         if run.uid is not None and self.uids is not None:
-            if not ended_itself:
-                kill_uid(run.uid)
+            # The child usually killed its uid's other processes itself, but a crash or os._exit
+            # skips that, and a uid is reused only once nothing of it is left.
+            kill_uid(run.uid)
             self.uids.release(run.uid)
-        for orphan, orphan_started in orphans(set(self.runs)):
-            if orphan_started >= run.started:
-                kill_group(orphan)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(orphan, signal.SIGKILL)
         self.remove_run_dir(pid)
         self.send(Frame(Op.EXITED, run.run_id, value=pid, aux=status))
 
