@@ -89,8 +89,12 @@ def test_logging_goes_to_the_runs_stderr(thread_server):
 
 
 def test_fifty_concurrent_runs_never_mix(thread_server):
-    """Fifty runs in flight at once, each printing its own marker 10,000 times, get exactly their own output."""
-    template = "for _ in range(10000):\n    print('m{n}')"
+    """Fifty runs in flight at once, each printing its own marker 2,000 times, get exactly their own output.
+
+    (The executor suite does 10,000 each in-process; through a server measured by coverage, which
+    traces every routed write, 2,000 keeps the test fast.)
+    """
+    template = "for _ in range(2000):\n    print('m{n}')"
 
     def one(n: int) -> httpx.Response:
         client = thread_server.client(thread_server.api_key, timeout=60)
@@ -101,7 +105,7 @@ def test_fifty_concurrent_runs_never_mix(thread_server):
     for n, resp in enumerate(responses):
         assert resp.status_code == 200, resp.text[:500]
         data = resp.json()["data"]
-        assert data["stdout"] == f"m{n}\n" * 10000, f"run {n} got foreign or missing output"
+        assert data["stdout"] == f"m{n}\n" * 2000, f"run {n} got foreign or missing output"
         assert (data["error"], data["exit_code"]) == ("", 0)
 
 
