@@ -369,7 +369,7 @@ def unused_port() -> int:
     return free_port()
 
 
-_SHARED_SERVERS: list[Server] = []
+SHARED_SERVERS: list[Server] = []  # servers that outlive a test; their processes are not leaks
 
 
 @pytest.fixture(scope="session")
@@ -378,12 +378,12 @@ def session_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     def start(name: str, **env: object) -> Server:
         server = launch_server(tmp_path_factory.mktemp(name), **env)
-        _SHARED_SERVERS.append(server)
+        SHARED_SERVERS.append(server)
         return server
 
     yield start
-    while _SHARED_SERVERS:
-        _SHARED_SERVERS.pop().stop()
+    while SHARED_SERVERS:
+        SHARED_SERVERS.pop().stop()
 
 
 @pytest.fixture(autouse=True)
@@ -399,7 +399,7 @@ def _no_leaked_children() -> Iterator[None]:
 
     def leaked() -> list[psutil.Process]:
         owned: set[int] = set()
-        for shared in _SHARED_SERVERS:
+        for shared in SHARED_SERVERS:
             if shared.proc.poll() is None:
                 owned.add(shared.proc.pid)
                 owned.update(proc.pid for proc in shared.descendants())

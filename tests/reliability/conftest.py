@@ -24,7 +24,9 @@ import psutil
 import pytest
 
 from tests.integration.conftest import (  # noqa: F401 - fixtures and the report hook are used by this suite too
+    SHARED_SERVERS,
     Server,
+    _no_leaked_children,
     launch_server,
     processes_with_cmdline,
     pytest_runtest_makereport,
@@ -34,8 +36,6 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures and the report
 
 LOAD_REQUEST_TIMEOUT = 30.0
 PROGRESS_TIMEOUT = 20.0
-
-_LONG_LIVED: list[Server] = []
 
 
 def alive(proc: psutil.Process) -> bool:
@@ -69,49 +69,13 @@ def long_lived_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Call
     def start(name: str, **env: object) -> Server:
         server = launch_server(tmp_path_factory.mktemp(name), **env)
         started.append(server)
-        _LONG_LIVED.append(server)
+        SHARED_SERVERS.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
-        _LONG_LIVED.remove(server)
-
-
-@pytest.fixture(autouse=True)
-def _no_leaked_children() -> Iterator[None]:
-    """Fails a test that leaves a child process of the test process behind (overrides tests/conftest.py).
-
-    Processes of a long-lived server that is still running belong to that server (it may replace its zygote or
-    node processes at any time); anything else that appeared during the test must be gone by its end.
-    """
-    before = {child.pid for child in psutil.Process().children(recursive=True)}
-    yield
-
-    def leaked() -> list[psutil.Process]:
-        owned: set[int] = set()
-        for server in _LONG_LIVED:
-            if server.proc.poll() is None:
-                owned.add(server.proc.pid)
-                owned.update(proc.pid for proc in server.descendants())
-        return [
-            child
-            for child in psutil.Process().children(recursive=True)
-            if child.pid not in before and child.pid not in owned and alive(child)
-        ]
-
-    left = leaked()
-    deadline = time.monotonic() + 3
-    while left and time.monotonic() < deadline:
-        psutil.wait_procs(left, timeout=0.1)
-        left = leaked()
-    if left:
-        described = []
-        for child in left:
-            with contextlib.suppress(psutil.Error):
-                described.append((child.pid, " ".join(child.cmdline())))
-                child.kill()
-        pytest.fail(f"leaked child processes: {described}")
+        SHARED_SERVERS.remove(server)
 
 
 # --- background load ------------------------------------------------------------------------------------------------
