@@ -19,8 +19,6 @@ service itself or of a request, and ``api/handlers.py`` maps each to the API's e
 
 from __future__ import annotations
 
-from typing import Any
-
 __all__ = [
     "ConfigError",
     "ExecutorError",
@@ -37,17 +35,11 @@ __all__ = [
 
 
 class SandboxError(Exception):
-    """Base of every error the service raises on purpose."""
+    """Base of every error the service raises on purpose.
 
-    def to_dict(self) -> dict[str, Any]:
-        """Serializes the error so that it can cross a process boundary."""
-        return {"type": type(self).__name__, "message": str(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SandboxError:
-        """Rebuilds an error serialized by :meth:`to_dict`; unknown types become ``ExecutorError``."""
-        error_type = _ERROR_TYPES.get(str(data.get("type")), ExecutorError)
-        return error_type(str(data.get("message", "")))
+    Errors do not cross the zygote boundary as objects: the zygote reports an errno in a frame and
+    the worker raises the error (see ``executors/zygote/protocol.py``).
+    """
 
 
 class ConfigError(SandboxError):
@@ -112,20 +104,3 @@ class ShuttingDownError(OverloadedError):
     def __init__(self, message: str = "server is shutting down") -> None:
         super().__init__(message)
 
-
-_ERROR_TYPES: dict[str, type[SandboxError]] = {
-    cls.__name__: cls
-    for cls in (
-        SandboxError,
-        ConfigError,
-        ExecutorError,
-        ZygoteUnavailableError,
-        ProtocolError,
-        RequestError,
-        UnsupportedLanguageError,
-        NetworkDisabledError,
-        PayloadTooLargeError,
-        OverloadedError,
-        ShuttingDownError,
-    )
-}
