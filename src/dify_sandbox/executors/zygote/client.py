@@ -274,6 +274,7 @@ class ZygoteProcess:
             if run.done.done():
                 self._forget(frame.run_id)  # answered earlier on the child's report
                 return
+            run.drain_status()
             run.maybe_finish()
             if not run.done.done():
                 self._loop.call_later(EOF_GRACE, run.finish)

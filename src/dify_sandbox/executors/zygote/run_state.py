@@ -105,6 +105,27 @@ class RunState:
         self._accept_report()
         self.maybe_finish()
 
+    def drain_status(self) -> None:
+        """Reads what is left on the status pipe once the zygote reaped the child, then weighs the report.
+
+        The child wrote its report before it exited, so it is in the pipe now even if the pipe's
+        EOF has not been seen yet (events on different fds arrive in no set order).
+        """
+        if self._status_fd < 0:
+            return
+        while len(self._status) < _STATUS_MAX:
+            try:
+                data = os.read(self._status_fd, _STATUS_READ)
+            except OSError:
+                break  # EAGAIN: a process the snippet forked still holds the pipe open
+            if not data:
+                break
+            self._status += data
+        if self.pid is None and len(self._status) >= STATUS.size:
+            (self.pid,) = STATUS.unpack_from(self._status)
+        self._close_status()
+        self._accept_report()
+
     def _accept_report(self) -> None:
         """At the status pipe's EOF: takes the last (exit code, limit) record if it is plausible."""
         records = (len(self._status) - STATUS.size) // _RECORD
