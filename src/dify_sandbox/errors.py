@@ -103,4 +103,3 @@ class ShuttingDownError(OverloadedError):
 
     def __init__(self, message: str = "server is shutting down") -> None:
         super().__init__(message)
-

@@ -23,6 +23,7 @@ import structlog
 import uvicorn
 
 from dify_sandbox._prctl import forbid_inspection
+from dify_sandbox._procfs import children_of, proc_state
 from dify_sandbox.app import create_app
 from dify_sandbox.config import Settings
 from dify_sandbox.logging import configure_logging, log_file_for
@@ -230,15 +231,7 @@ class Supervisor:
 
 def zombie_children(pid: int) -> list[int]:
     """The exited, unreaped children of ``pid`` (from ``/proc``; empty where it cannot tell)."""
-    zombies = []
-    with contextlib.suppress(OSError):
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            pids = children.read().split()
-        for child in pids:
-            with contextlib.suppress(OSError, IndexError), open(f"/proc/{child}/stat") as stat:
-                if stat.read().rpartition(")")[2].split()[0] == "Z":
-                    zombies.append(int(child))
-    return zombies
+    return [child for child in children_of(pid) if (state := proc_state(child)) is not None and state.state == "Z"]
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -23,6 +23,7 @@ from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
 
 from ..dify_scripts import RESULT_TAG, javascript_script
+from ..polling import wait_for
 
 T = TypeVar("T")
 
@@ -116,15 +117,6 @@ def sleepers(marker: str) -> list[psutil.Process]:
         except psutil.Error:
             continue
     return found
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 @pytest.fixture

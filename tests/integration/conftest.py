@@ -252,6 +252,14 @@ class Server:
             left = self.survivors()
         return left
 
+    def terminate(self, timeout: float = 10.0) -> int:
+        """Sends SIGTERM to the server's main process and returns its exit code; fails the test after `timeout`."""
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server did not exit within {timeout:.0f} s of SIGTERM")
+
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it after STOP_TIMEOUT, then kill any leftover descendant."""
         self.descendants()

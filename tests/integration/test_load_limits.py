@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
 
 import httpx
@@ -101,11 +98,6 @@ def test_two_server_workers(start_server):
     assert_own_outputs(post_runs(server, [marker_code(i) for i in range(20)]))
 
     server.descendants()  # remember every process for the leak check
-    os.kill(server.proc.pid, signal.SIGTERM)
-    try:
-        returncode = server.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        pytest.fail("server did not exit within 10 s of SIGTERM")
-    assert returncode == 0
+    assert server.terminate() == 0
     left = server.wait_no_survivors()
     assert not left, [(p.pid, p.cmdline()) for p in left]

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from ..dify_scripts import JAVASCRIPT_DEFAULT_CODE, RESULT_TAG, dify_execute, extract_result, javascript_script
+from ..polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,15 +39,6 @@ def cmdline(proc: psutil.Process) -> str:
         return " ".join(proc.cmdline())
     except psutil.Error:
         return ""
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ import time
 import psutil
 import pytest
 
+from ..polling import wait_for
+
 pytestmark = pytest.mark.integration
 
 
@@ -28,15 +30,6 @@ def alive(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 def test_killed_zygote_is_replaced(start_server):
@@ -132,12 +125,7 @@ def test_starts_quickly_and_stops_promptly_when_idle(start_server):
     assert server.run_ok('print("warm")')["stdout"] == "warm\n"
     server.descendants()
     start = time.monotonic()
-    os.kill(server.proc.pid, signal.SIGTERM)
-    try:
-        returncode = server.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        pytest.fail("server did not exit within 10 s of SIGTERM")
-    assert returncode == 0
+    assert server.terminate() == 0
     assert time.monotonic() - start < 3.0
     left = server.wait_no_survivors()
     assert not left, describe(left)

@@ -33,6 +33,7 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures and the report
     sleep_marker,
     start_server,
 )
+from tests.polling import wait_for
 
 LOAD_REQUEST_TIMEOUT = 30.0
 PROGRESS_TIMEOUT = 20.0
@@ -44,16 +45,6 @@ def alive(proc: psutil.Process) -> bool:
         return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
-    """Polls `predicate` until it returns something truthy or `timeout` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    value = predicate()
-    while not value and time.monotonic() < deadline:
-        time.sleep(interval)
-        value = predicate()
-    return value
 
 
 def gone(argv: list[str], timeout: float) -> bool:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import structlog
 
+from dify_sandbox._procfs import kill_group
 from dify_sandbox.config import Settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
@@ -56,8 +56,7 @@ class _Node:
 
     def kill_group(self) -> None:
         """SIGKILLs the process and everything in its group."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        kill_group(self.process.pid)
 
     def discard(self) -> None:
         """Closes the worker's pipe ends (an unused pooled process)."""

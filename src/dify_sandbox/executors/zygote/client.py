@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from dify_sandbox._procfs import kill_group
 from dify_sandbox.config import Settings
 from dify_sandbox.dependencies import import_names, read_requirements
 from dify_sandbox.errors import ExecutorError, ProtocolError, ZygoteUnavailableError
@@ -28,7 +29,6 @@ from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.zygote.isolation import Isolation
-from dify_sandbox.executors.zygote.limits import kill_group
 from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, Frame, Op
 from dify_sandbox.executors.zygote.run_state import RunState
 from dify_sandbox.executors.zygote.server import FLAG_NETWORK

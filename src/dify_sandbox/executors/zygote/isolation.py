@@ -23,6 +23,8 @@ import sysconfig
 import time
 from dataclasses import dataclass
 
+from dify_sandbox._procfs import children_of, proc_state
+
 __all__ = [
     "Isolation",
     "UidPool",
@@ -153,18 +155,14 @@ def kill_uid(uid: int, rounds: int = 50) -> int:
             if not entry.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
-                if entry.stat().st_uid == uid and not _is_zombie(entry.name):
+                state = proc_state(entry.name)
+                if entry.stat().st_uid == uid and state is not None and state.state != "Z":
                     os.kill(int(entry.name), signal.SIGKILL)
                     found += 1
         killed += found
         if not found:
             break
     return killed
-
-
-def _is_zombie(pid: str) -> bool:
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().rpartition(")")[2].split()[0] == "Z"
 
 
 def now_ticks() -> int:
@@ -175,15 +173,8 @@ def now_ticks() -> int:
 def orphans(known: set[int]) -> list[tuple[int, int]]:
     """Children of this process that are not runs, with their start time in ticks."""
     found = []
-    with contextlib.suppress(OSError):
-        with open(f"/proc/self/task/{os.getpid()}/children") as children:
-            pids = [int(pid) for pid in children.read().split()]
-        for pid in pids:
-            if pid in known:
-                continue
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                with open(f"/proc/{pid}/stat") as stat:
-                    # Field 22 (starttime); fields after the parenthesised command name start at 3.
-                    fields = stat.read().rpartition(")")[2].split()
-                found.append((pid, int(fields[19])))
+    for pid in children_of(os.getpid()):
+        state = proc_state(pid) if pid not in known else None
+        if state is not None:
+            found.append((pid, state.started))
     return found

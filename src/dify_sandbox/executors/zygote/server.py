@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dify_sandbox._prctl import become_subreaper
+from dify_sandbox._procfs import kill_group
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.zygote.child import ChildSpec, run_child
 from dify_sandbox.executors.zygote.isolation import (
@@ -37,7 +38,6 @@ from dify_sandbox.executors.zygote.isolation import (
     probe_network_namespace,
     unreadable_for,
 )
-from dify_sandbox.executors.zygote.limits import kill_group
 from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, SPAWN_FDS, Frame, Op
 
 __all__ = ["FLAG_NETWORK", "ZygoteConfig", "ZygoteServer", "main"]

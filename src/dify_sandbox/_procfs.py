@@ -1,0 +1,48 @@
+"""Reading ``/proc`` and killing processes: the few facts the service needs, in one place.
+
+Standard library only, so the zygote can import it. Every function tolerates processes that
+vanish while being read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+
+__all__ = ["ProcState", "children_of", "kill_group", "proc_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcState:
+    """A process's state letter (``Z`` for a zombie) and start time in boot-clock ticks."""
+
+    state: str
+    started: int
+
+
+def proc_state(pid: int | str) -> ProcState | None:
+    """Fields 3 and 22 of ``/proc/<pid>/stat``; None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Split after the parenthesised command name, which may contain spaces; field 3 is first.
+            fields = stat.read().rpartition(")")[2].split()
+        return ProcState(fields[0], int(fields[19]))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def children_of(pid: int) -> list[int]:
+    """The children of ``pid``'s main thread (empty where the kernel does not list them)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILLs every process of a group; a group that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
