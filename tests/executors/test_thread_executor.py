@@ -31,7 +31,7 @@ def test_fifty_concurrent_runs_never_mix(threads: Harness) -> None:
         "    if i % 500 == 0:\n        sys.stderr.write('e{n}\\n')"
     )
     codes = [template.format(n=n) for n in range(50)]
-    results = threads.gather(codes, timeout=30)
+    results = threads.gather(codes, timeout=60)
     for n, result in enumerate(results):
         assert result.stdout == f"m{n}\n" * 10000
         assert result.stderr == f"e{n}\n" * 20
