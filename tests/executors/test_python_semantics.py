@@ -130,6 +130,12 @@ def test_working_dir_is_private_and_removed(run: Run, needs_isolation: None) -> 
     assert run("import os\nprint(os.getcwd())").stdout.strip() != cwd
 
 
+def test_standard_streams_are_pipes_and_empty_stdin(run: Run) -> None:
+    """stdout and stderr cannot seek (they are pipes, as for a script piped to a reader); stdin is empty."""
+    result = run("import sys\nprint(sys.stdout.seekable(), sys.stderr.seekable(), repr(sys.stdin.read()))")
+    assert result.stdout == "False False ''\n"
+
+
 def test_utf8_output_regardless_of_locale(run: Run) -> None:
     """CJK and emoji print raw; a lone surrogate is escaped instead of failing."""
     assert run("print('你好 🌍')").stdout == "你好 🌍\n"

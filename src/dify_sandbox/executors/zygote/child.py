@@ -8,6 +8,7 @@ again in this process.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # CPython's C half of signal; no stub
 import contextlib
 import io
 import os
@@ -25,13 +26,73 @@ from dify_sandbox.executors.zygote.isolation import drop_privileges, enter_netwo
 from dify_sandbox.executors.zygote.protocol import STATUS
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
 
-__all__ = ["EXIT_SETUP_FAILURE", "ChildSpec", "run_child"]
+__all__ = ["EXIT_SETUP_FAILURE", "ChildSpec", "ChildStreams", "EnvironmentChanges", "run_child"]
 
 # sysexits' EX_SOFTWARE: the child failed before the snippet started.
 EXIT_SETUP_FAILURE = 70
 _READ_CHUNK = 1 << 20
 # Where the status pipe lives in the child: the first fd after stdio.
 STATUS_FD = 3
+_DEFAULT_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGTERM), int(signal.SIGHUP), int(signal.SIGQUIT))
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentChanges:
+    """What turns the zygote's environment into a run's: the zygote works them out once, children apply them.
+
+    Rebuilding ``os.environ`` in every child would touch (and so copy) dozens of shared pages.
+    """
+
+    remove: tuple[str, ...]
+    assign: Mapping[str, str]
+
+    @classmethod
+    def towards(cls, target: Mapping[str, str]) -> EnvironmentChanges:
+        """The changes from this process's environment to ``target``."""
+        current = dict(os.environ)
+        return cls(
+            remove=tuple(name for name in current if name not in target),
+            assign={name: value for name, value in target.items() if current.get(name) != value},
+        )
+
+    def apply(self) -> None:
+        """Makes ``os.environ`` the run's environment (HOME and TMPDIR are set after)."""
+        for name in self.remove:
+            del os.environ[name]
+        for name, value in self.assign.items():
+            os.environ[name] = value
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStreams:
+    """The run's ``sys.stdin/stdout/stderr``, built once in the zygote on fds 0-2 and never used there.
+
+    Each child inherits pristine copies and only points fds 1 and 2 at its pipes, instead of
+    looking up codecs and building three stream stacks per run.
+    """
+
+    stdin: io.TextIOWrapper
+    stdout: io.TextIOWrapper
+    stderr: io.TextIOWrapper
+
+    @classmethod
+    def prepare(cls) -> ChildStreams:
+        """Builds the streams while fds 1 and 2 are a pipe, as in a child, so they know they cannot seek."""
+        saved = os.dup(1), os.dup(2)
+        read_end, write_end = os.pipe()
+        try:
+            os.dup2(write_end, 1)
+            os.dup2(write_end, 2)
+            return cls(
+                stdin=io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8"),
+                stdout=_text_stream(1, line_buffering=False),
+                stderr=_text_stream(2, line_buffering=True),
+            )
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in (*saved, read_end, write_end):
+                os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +105,8 @@ class ChildSpec:
     status_fd: int
     preload_bytes: int
     run_dir: str
-    environment: Mapping[str, str]
+    environment: EnvironmentChanges
+    streams: ChildStreams
     limits: RunLimits
     uid: int | None  # the run's own uid (service started as root), else None
     isolate_network: bool
@@ -58,7 +120,7 @@ def run_child(spec: ChildSpec) -> NoReturn:
     try:
         os.setsid()
         _restore_signals()
-        _wire_stdio(spec.stdout_fd, spec.stderr_fd)
+        _wire_stdio(spec.stdout_fd, spec.stderr_fd, spec.streams)
         os.dup2(spec.status_fd, STATUS_FD, inheritable=False)
         _write_status(run_pid)
         payload = _read_all(spec.code_fd)
@@ -119,11 +181,13 @@ def _report_and_end(exit_code: int, limit: int, spec: ChildSpec) -> None:
 
 def _restore_signals() -> None:
     # The zygote's wakeup fd and handlers must not fire in user code; Python's own defaults return.
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    # The C-level functions: signal.signal's enum conversion of the old handler costs a raised
+    # ValueError per call, and every object it touches is a page the child must copy.
+    _signal.set_wakeup_fd(-1)
+    for signum in _DEFAULT_SIGNALS:
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.signal(signal.SIGINT, _signal.default_int_handler)
+    _signal.signal(signal.SIGPIPE, _signal.SIG_IGN)
 
 
 def _text_stream(fd: int, line_buffering: bool) -> io.TextIOWrapper:
@@ -133,14 +197,11 @@ def _text_stream(fd: int, line_buffering: bool) -> io.TextIOWrapper:
     return io.TextIOWrapper(buffered, encoding="utf-8", errors="backslashreplace", line_buffering=line_buffering)
 
 
-def _wire_stdio(stdout_fd: int, stderr_fd: int) -> None:
+def _wire_stdio(stdout_fd: int, stderr_fd: int, streams: ChildStreams) -> None:
+    # fd 0 is already /dev/null: the zygote's, inherited.
     os.dup2(stdout_fd, 1)
     os.dup2(stderr_fd, 2)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-    sys.stdout = _text_stream(1, line_buffering=False)
-    sys.stderr = _text_stream(2, line_buffering=True)
+    sys.stdin, sys.stdout, sys.stderr = streams.stdin, streams.stdout, streams.stderr
     # Libraries that write to the "original" streams must reach the run's pipes too.
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr  # type: ignore[misc]
 
@@ -158,10 +219,9 @@ def _make_run_dir(run_dir: str, uid: int | None) -> None:
         os.chown(run_dir, uid, uid)
 
 
-def _enter_run_dir(run_dir: str, environment: Mapping[str, str]) -> None:
+def _enter_run_dir(run_dir: str, environment: EnvironmentChanges) -> None:
     os.chdir(run_dir)
-    os.environ.clear()
-    os.environ.update(environment)
+    environment.apply()
     os.environ["HOME"] = os.environ["TMPDIR"] = run_dir
     tempfile.tempdir = run_dir
     sys.argv = [""]

@@ -28,7 +28,7 @@ from typing import Any
 from dify_sandbox._prctl import become_subreaper
 from dify_sandbox._procfs import kill_group
 from dify_sandbox.executors._rlimits import RunLimits
-from dify_sandbox.executors.zygote.child import ChildSpec, run_child
+from dify_sandbox.executors.zygote.child import ChildSpec, ChildStreams, EnvironmentChanges, run_child
 from dify_sandbox.executors.zygote.isolation import (
     Isolation,
     UidPool,
@@ -102,6 +102,9 @@ class ZygoteServer:
         self.stopping = False
         self.uids = UidPool(*config.uid_range) if config.uid_range else None
         self.isolation = Isolation(per_run_uids=False, network_namespace=False, subreaper=False)
+        self.env_online = EnvironmentChanges.towards(config.env_online)
+        self.env_offline = EnvironmentChanges.towards(config.env_offline)
+        self.streams = ChildStreams.prepare()
 
     def preload(self) -> int:
         """Imports the configured modules once; one that fails is logged and skipped."""
@@ -144,6 +147,7 @@ class ZygoteServer:
         self.selector.register(self.sock, selectors.EVENT_READ, self.handle_frame)
         self.selector.register(wakeup_r, selectors.EVENT_READ, self.handle_signals)
         # Objects that exist now are shared by every child; freezing keeps the GC off their pages.
+        gc.collect()
         gc.freeze()
         self.send(Frame(Op.READY, run_id=self.isolation.to_bits(), value=os.getpid(), aux=loaded))
         log(
@@ -217,7 +221,8 @@ class ZygoteServer:
                     status_fd=status_fd,
                     preload_bytes=frame.aux,
                     run_dir=self.run_dir(os.getpid()),
-                    environment=self.config.env_online if network else self.config.env_offline,
+                    environment=self.env_online if network else self.env_offline,
+                    streams=self.streams,
                     limits=self.config.limits,
                     uid=uid,
                     isolate_network=not network and self.isolation.network_namespace,
