@@ -36,10 +36,20 @@ def proc_state(pid: int | str) -> ProcState | None:
 def children_of(pid: int) -> list[int]:
     """The children of ``pid``'s main thread (empty where the kernel does not list them)."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as children:
-            return [int(child) for child in children.read().split()]
+        # Raw fd and bytes: the zygote calls this after every reap, and a text file object per call
+        # would allocate (and so copy) more of the memory it shares with its children.
+        fd = os.open(f"/proc/{pid}/task/{pid}/children", os.O_RDONLY)
+    except OSError:
+        return []
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return [int(child) for child in b"".join(chunks).split()]
     except (OSError, ValueError):
         return []
+    finally:
+        os.close(fd)
 
 
 def kill_group(pgid: int) -> None:

@@ -6,19 +6,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from dify_sandbox import __version__
+from dify_sandbox.api.fast_run import RunFastPath
 from dify_sandbox.api.handlers import install_handlers
 from dify_sandbox.api.middleware import RequestContextMiddleware
-from dify_sandbox.api.routes import install_routes
+from dify_sandbox.api.routes import install_routes, run_route
 from dify_sandbox.config import Settings
 from dify_sandbox.service import Service
 
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
-    """Builds the app; ``service`` is shared with the server so shutdown can see in-flight runs."""
+def create_app(settings: Settings, service: Service | None = None) -> ASGIApp:
+    """Builds the app; ``service`` is shared with the server so shutdown can see in-flight runs.
+
+    Outermost first: request context (id, metrics, access log), the run fast path, FastAPI.
+    """
     service = service or Service(settings)
 
     @asynccontextmanager
@@ -39,5 +44,5 @@ def create_app(settings: Settings, service: Service | None = None) -> FastAPI:
     app.state.service = service
     install_handlers(app)
     install_routes(app)
-    app.add_middleware(RequestContextMiddleware, metrics=service.metrics, access_log=settings.access_log)
-    return app
+    fast_path = RunFastPath(app, service, run_route(app))
+    return RequestContextMiddleware(fast_path, metrics=service.metrics, access_log=settings.access_log)

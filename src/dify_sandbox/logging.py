@@ -71,6 +71,12 @@ def configure_logging(
         )
     for handler in handlers:
         handler.setFormatter(formatter)
+    # The logging HOWTO's optimisation switches: no field we render needs the caller's frame, thread
+    # or process name, and every run logs a line.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     root.handlers = handlers
     root.setLevel(level)

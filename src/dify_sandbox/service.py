@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +28,10 @@ class Service:
         self.admission = Admission(settings.max_requests, settings.max_workers, self.metrics)
         self.python: Executor = create_executor(settings.executor, settings, self.metrics)
         self.nodejs: Executor = NodePool(settings, self.metrics)
+
+    def key_matches(self, given: bytes) -> bool:
+        """``given`` (an ``X-Api-Key`` value as sent) is the configured key; compared in constant time."""
+        return hmac.compare_digest(given, self.api_key)
 
     async def start(self) -> None:
         """Starts the executors; the worker serves only once this returns."""

@@ -81,9 +81,9 @@ def test_uncatchable_by_except_exception(threads: Harness) -> None:
     executor = threads.executor
     assert isinstance(executor, ThreadExecutor)
     deadline = time.monotonic() + 3
-    while executor._running and time.monotonic() < deadline:
+    while executor.running and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not executor._running
+    assert executor.running == 0
 
 
 STUCK_SCENARIO = """

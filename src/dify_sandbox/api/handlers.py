@@ -13,26 +13,15 @@ from dify_sandbox.api.auth import UnauthorizedError
 from dify_sandbox.api.schemas import error_envelope
 from dify_sandbox.errors import ExecutorError, RequestError, SandboxError
 
-__all__ = ["install_handlers"]
+__all__ = ["error_response", "install_handlers"]
 
 logger = structlog.get_logger("dify_sandbox.api")
 
 CLIENT_CLOSED_REQUEST = 499
 
 
-async def _request_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestError)
-    return error_envelope(exc.http_status, exc.code, str(exc))
-
-
-async def _executor_error(_: Request, exc: Exception) -> Response:
-    logger.error("Run failed in the executor", error=str(exc), error_type=type(exc).__name__)
-    return error_envelope(200, -500, str(exc))
-
-
 async def _sandbox_error(_: Request, exc: Exception) -> Response:
-    logger.error("Request failed", error=str(exc), exc_info=exc)
-    return error_envelope(200, -500, str(exc))
+    return error_response(exc)
 
 
 async def _unauthorized(_: Request, __: Exception) -> Response:
@@ -59,6 +48,19 @@ async def _client_disconnect(_: Request, __: Exception) -> Response:
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
+    return error_response(exc)
+
+
+def error_response(exc: Exception) -> Response:
+    """The answer for an exception raised while serving a run outside the app (``fast_run.py``)."""
+    if isinstance(exc, RequestError):
+        return error_envelope(exc.http_status, exc.code, str(exc))
+    if isinstance(exc, ExecutorError):
+        logger.error("Run failed in the executor", error=str(exc), error_type=type(exc).__name__)
+        return error_envelope(200, -500, str(exc))
+    if isinstance(exc, SandboxError):
+        logger.error("Request failed", error=str(exc), exc_info=exc)
+        return error_envelope(200, -500, str(exc))
     logger.error("Unexpected error", exc_info=exc)
     return error_envelope(500, -500, "internal error")
 
@@ -74,8 +76,6 @@ def _first_error(errors: object) -> str:
 
 def install_handlers(app: FastAPI) -> None:
     """Registers every exception handler on ``app``."""
-    app.add_exception_handler(RequestError, _request_error)
-    app.add_exception_handler(ExecutorError, _executor_error)
     app.add_exception_handler(SandboxError, _sandbox_error)
     app.add_exception_handler(UnauthorizedError, _unauthorized)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import linecache
 import sys
@@ -21,12 +20,13 @@ import threading
 import time
 import types
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import structlog
 
 from dify_sandbox.config import Settings
 from dify_sandbox.executors._routing import Capture, OutputLimitError, current_capture, route_logging, route_streams
+from dify_sandbox.executors._snippet_threads import Job, SnippetThreads
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
@@ -81,12 +81,17 @@ class ThreadExecutor:
     def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self._pool = ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="snippet")
+        self._threads = SnippetThreads(settings.max_workers, "snippet")
         self._compile = _CompileCache(COMPILE_CACHE_SIZE)
-        self._running: set[int] = set()
+        self._live: set[Job[int]] = set()
         self.stuck = 0
         self.unhealthy = False  # read by the server: drain and replace this worker
         self._watchers: set[asyncio.Task[None]] = set()
+
+    @property
+    def running(self) -> int:
+        """Snippet calls still executing, timed-out ones included."""
+        return sum(not job.ended for job in list(self._live))
 
     async def start(self) -> None:
         """Installs the process-wide stream and logging routing."""
@@ -100,16 +105,21 @@ class ThreadExecutor:
         capture = Capture(self.settings.output_limit_bytes)
         preload = request.preload if self.settings.enable_preload else ""
         started = loop.time()
-        ident: list[int] = []
-        future = loop.run_in_executor(self._pool, self._execute, request.code, preload, capture, ident)
+        job = self._threads.submit(self._execute, request.code, preload, capture)
+        self._live.add(job)
+        deadline = loop.call_later(request.timeout, _answer_timeout, job.result)
         try:
-            exit_code = await asyncio.wait_for(asyncio.shield(future), request.timeout)
-        except TimeoutError:
-            if ident:
-                self._interrupt(ident[0], future)
+            exit_code = await job.result
+        except RunInterruptedError:  # delivered just as the snippet ended
+            exit_code = EXIT_KILLED
+        finally:
+            deadline.cancel()
+        if exit_code is None:
+            self._watch(job)
             return RunResult(
                 capture.stdout.text(), capture.stderr.text(), EXIT_KILLED, timed_out=True, duration=request.timeout
             )
+        self._live.discard(job)
         return RunResult(
             stdout=capture.stdout.text(),
             stderr=capture.stderr.text(),
@@ -118,10 +128,7 @@ class ThreadExecutor:
             duration=loop.time() - started,
         )
 
-    def _execute(self, code: str, preload: str, capture: Capture, ident: list[int]) -> int:
-        me = threading.get_ident()
-        ident.append(me)
-        self._running.add(me)
+    def _execute(self, code: str, preload: str, capture: Capture) -> int:
         token = current_capture.set(capture)
         try:
             with contextlib.suppress(OutputLimitError, RunInterruptedError):
@@ -130,49 +137,56 @@ class ThreadExecutor:
             return EXIT_KILLED
         finally:
             current_capture.reset(token)
-            self._running.discard(me)
 
-    def _interrupt(self, ident: int, future: asyncio.Future[int]) -> None:
-        task = asyncio.get_running_loop().create_task(self._interrupt_until_stopped(ident, future))
+    def _watch(self, job: Job[int]) -> None:
+        task = asyncio.get_running_loop().create_task(self._interrupt_until_stopped(job))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
 
-    async def _interrupt_until_stopped(self, ident: int, future: asyncio.Future[int]) -> None:
+    async def _interrupt_until_stopped(self, job: Job[int]) -> None:
         started = time.monotonic()
         deadline = started + STUCK_AFTER
         next_raise = started
-        while not future.done():
-            now = time.monotonic()
-            if now >= next_raise:
-                _raise_in_thread(ident, RunInterruptedError)
-                next_raise = now + INTERRUPT_REPEAT
-            if now > deadline:
-                self.stuck += 1
-                logger.error("Snippet thread cannot be stopped", thread_ident=ident, stuck_threads=self.stuck)
-                if self.stuck > self.settings.max_stuck_threads and not self.unhealthy:
-                    self.unhealthy = True
-                    logger.error("Too many stuck threads; this worker will drain and be replaced")
-                with contextlib.suppress(Exception):
-                    await future
+        counted = False
+        try:
+            while not job.ended:
+                now = time.monotonic()
+                if not counted and now >= next_raise:
+                    job.interrupt(RunInterruptedError)
+                    next_raise = now + INTERRUPT_REPEAT
+                if not counted and now > deadline:
+                    # Blocked in C code: further raises would only slow every other thread.
+                    counted = True
+                    self.stuck += 1
+                    logger.error(
+                        "Snippet thread cannot be stopped", thread_ident=job.running_in, stuck_threads=self.stuck
+                    )
+                    if self.stuck > self.settings.max_stuck_threads and not self.unhealthy:
+                        self.unhealthy = True
+                        logger.error("Too many stuck threads; this worker will drain and be replaced")
+                await asyncio.sleep(INTERRUPT_REPEAT if counted else INTERRUPT_CHECK)
+        finally:
+            if counted:
                 self.stuck -= 1
-                return
-            await asyncio.sleep(INTERRUPT_CHECK)
+            self._live.discard(job)
 
     async def rewarm(self) -> None:
         """Nothing to re-warm: new packages are imported on first use by the snippet."""
 
     async def kill_all(self) -> None:
         """Interrupts every running snippet thread."""
-        for ident in list(self._running):
-            _raise_in_thread(ident, RunInterruptedError)
+        for job in list(self._live):
+            job.interrupt(RunInterruptedError)
 
     async def close(self) -> None:
         """Stops taking runs; running threads are interrupted and not waited for."""
         await self.kill_all()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
         for task in list(self._watchers):
             task.cancel()
 
 
-def _raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
+def _answer_timeout(result: asyncio.Future[Any]) -> None:
+    # None stands for "timed out"; the thread's own value, arriving later, is then dropped.
+    if not result.done():
+        result.set_result(None)

@@ -16,7 +16,7 @@ import gc
 import importlib
 import json
 import os
-import selectors
+import select
 import shutil
 import signal
 import socket
@@ -43,6 +43,8 @@ from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, SPAWN_FDS, Frame
 __all__ = ["FLAG_NETWORK", "ZygoteConfig", "ZygoteServer", "main"]
 
 FLAG_NETWORK = 1
+# Orphans are looked for after a reap, at most this often (seconds).
+SWEEP_INTERVAL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +100,11 @@ class ZygoteServer:
         self.sock.setblocking(True)
         self.runs: dict[int, _RunState] = {}  # pid -> state
         self.pids: dict[int, int] = {}  # run id -> pid
-        self.selector = selectors.DefaultSelector()
+        self.poller = select.epoll()
         self.stopping = False
+        self.wakeup_fd = -1
+        self.last_sweep = 0.0
+        self.sweep_pending = False
         self.uids = UidPool(*config.uid_range) if config.uid_range else None
         self.isolation = Isolation(per_run_uids=False, network_namespace=False, subreaper=False)
         self.env_online = EnvironmentChanges.towards(config.env_online)
@@ -144,8 +149,9 @@ class ZygoteServer:
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             # Handlers do nothing: the wakeup fd carries the signal number to the loop.
             signal.signal(signum, lambda *_: None)
-        self.selector.register(self.sock, selectors.EVENT_READ, self.handle_frame)
-        self.selector.register(wakeup_r, selectors.EVENT_READ, self.handle_signals)
+        self.wakeup_fd = wakeup_r
+        self.poller.register(self.sock.fileno(), select.EPOLLIN)
+        self.poller.register(wakeup_r, select.EPOLLIN)
         # Objects that exist now are shared by every child; freezing keeps the GC off their pages.
         gc.collect()
         gc.freeze()
@@ -157,14 +163,26 @@ class ZygoteServer:
             network_namespace=self.isolation.network_namespace,
             orphan_sweep=self.isolation.subreaper,
         )
+        sock_fd = self.sock.fileno()
         try:
             while not self.stopping:
-                for key, _ in self.selector.select():
-                    key.data(key.fileobj)
+                for fd, _ in self.poller.poll(self.sweep_wait()):
+                    if fd == sock_fd:
+                        self.handle_frame()
+                    else:
+                        self.handle_signals()
+                if self.sweep_pending and time.monotonic() - self.last_sweep >= SWEEP_INTERVAL:
+                    self.sweep_orphans()
         finally:
             self.close()
 
-    def handle_frame(self, _: object) -> None:
+    def sweep_wait(self) -> float:
+        """How long the loop may sleep: until the pending orphan sweep is due, else until an event."""
+        if not self.sweep_pending:
+            return -1
+        return max(0.0, self.last_sweep + SWEEP_INTERVAL - time.monotonic())
+
+    def handle_frame(self) -> None:
         """Reads one request frame (with its fds) from the worker."""
         try:
             data, fds, _flags, _addr = socket.recv_fds(self.sock, FRAME_BYTES, SPAWN_FDS)
@@ -232,19 +250,24 @@ class ZygoteServer:
         self.runs[pid] = _RunState(frame.run_id, uid, started)
         self.pids[frame.run_id] = pid
 
-    def handle_signals(self, wakeup: object) -> None:
+    def handle_signals(self) -> None:
         """Drains the wakeup fd: SIGCHLD reaps, SIGTERM/SIGINT stop the loop."""
-        assert isinstance(wakeup, int)
         with contextlib.suppress(BlockingIOError):
-            for signum in os.read(wakeup, 512):
+            for signum in os.read(self.wakeup_fd, 512):
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     self.stopping = True
         self.reap()
 
     def reap(self) -> None:
-        """Reaps every exited child (a run's group is killed before its leader is reaped), then sweeps orphans."""
+        """Reaps every exited child (a run's group is killed before its leader is reaped); asks for an orphan sweep.
+
+        The sweep reads ``/proc``; under load it runs at most every ``SWEEP_INTERVAL``, not after every run.
+        """
         self._reap_exited()
-        self.sweep_orphans()
+        if time.monotonic() - self.last_sweep >= SWEEP_INTERVAL:
+            self.sweep_orphans()
+        else:
+            self.sweep_pending = True
 
     def sweep_orphans(self) -> None:
         """Kills processes that left their run's group and were reparented here, once their run is over.
@@ -253,6 +276,8 @@ class ZygoteServer:
         started it. (Checked after every reap, so an orphan whose own parent is killed here is
         found on the next pass, however many sessions deep it went.)
         """
+        self.last_sweep = time.monotonic()
+        self.sweep_pending = False
         oldest_live = min((run.started for run in self.runs.values()), default=None)
         for orphan, started in orphans(set(self.runs)):
             if oldest_live is None or started < oldest_live:
