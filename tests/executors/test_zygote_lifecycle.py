@@ -14,6 +14,7 @@ import pytest
 
 from dify_sandbox.errors import ZygoteUnavailableError
 from dify_sandbox.executors.zygote.client import ZygoteExecutor
+from tests.polling import wait_for
 
 from .conftest import Harness
 
@@ -59,6 +60,24 @@ def test_killed_zygote_fails_its_runs_and_is_replaced(fork_harness: Harness) -> 
     assert _zygote_pid(fork_harness) != old_pid
     psutil.wait_procs(children, timeout=2)
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def _live_children(pid: int) -> list[psutil.Process]:
+    return [c for c in psutil.Process(pid).children() if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_dead_spare_child_is_replaced(fork_harness: Harness) -> None:
+    """The zygote keeps one child forked ahead of the next run. 1. Kill it. 2. The next run works.
+    3. A new spare is waiting again, not the killed one."""
+    zygote = _zygote_pid(fork_harness)
+    spares = wait_for(lambda: _live_children(zygote), timeout=5)
+    assert len(spares) == 1
+    spares[0].kill()
+    psutil.wait_procs(spares, timeout=2)
+    assert fork_harness.run("print('ok')").stdout == "ok\n"
+    replacements = wait_for(lambda: _live_children(zygote), timeout=5)
+    assert [c.pid for c in replacements] != [spares[0].pid]
+    assert len(replacements) == 1
 
 
 def test_rewarm_swaps_the_zygote_without_dropping_runs(fork_harness: Harness) -> None:

@@ -14,19 +14,28 @@ import io
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.zygote.isolation import drop_privileges, enter_network_namespace
-from dify_sandbox.executors.zygote.protocol import STATUS
+from dify_sandbox.executors.zygote.protocol import SPAWN_FDS, STATUS
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
 
-__all__ = ["EXIT_SETUP_FAILURE", "ChildSpec", "ChildStreams", "EnvironmentChanges", "run_child"]
+__all__ = [
+    "EXIT_SETUP_FAILURE",
+    "ChildSpec",
+    "ChildStreams",
+    "EnvironmentChanges",
+    "prepare_child",
+    "run_child",
+    "wait_as_spare",
+]
 
 # sysexits' EX_SOFTWARE: the child failed before the snippet started.
 EXIT_SETUP_FAILURE = 70
@@ -112,14 +121,39 @@ class ChildSpec:
     isolate_network: bool
 
 
-def run_child(spec: ChildSpec) -> NoReturn:
-    """Runs one snippet in this freshly forked process and exits with its status."""
+def prepare_child() -> None:
+    """What a child does before it knows its run: a session of its own, Python's default signal handling."""
+    os.setsid()
+    _restore_signals()
+
+
+def wait_as_spare(channel: socket.socket, spec_for: Callable[[bytes, list[int]], ChildSpec]) -> NoReturn:
+    """Prepares this fresh child ahead of a run, waits for the zygote to hand one over, and runs it.
+
+    The zygote sends the run's fds and a few bytes on ``channel``; ``spec_for`` turns them into
+    the run's spec. An empty read means the zygote is gone or retired this spare: exit quietly.
+    """
+    try:
+        prepare_child()
+        data, fds, _flags, _addr = socket.recv_fds(channel, 64, SPAWN_FDS)
+        channel.close()
+        if not data:
+            os._exit(0)
+        spec = spec_for(data, fds)
+    except BaseException as exc:
+        _report(f"sandbox: spare child failed: {type(exc).__name__}: {exc}\n")
+        os._exit(EXIT_SETUP_FAILURE)
+    run_child(spec, prepared=True)
+
+
+def run_child(spec: ChildSpec, prepared: bool = False) -> NoReturn:
+    """Runs one snippet in this fork child (``prepared`` when ``prepare_child`` already ran) and exits."""
     exit_code = EXIT_SETUP_FAILURE
     limit = 0
     run_pid = os.getpid()
     try:
-        os.setsid()
-        _restore_signals()
+        if not prepared:
+            prepare_child()
         _wire_stdio(spec.stdout_fd, spec.stderr_fd, spec.streams)
         os.dup2(spec.status_fd, STATUS_FD, inheritable=False)
         _write_status(run_pid)

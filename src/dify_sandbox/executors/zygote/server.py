@@ -20,6 +20,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 from dify_sandbox._prctl import become_subreaper
 from dify_sandbox._procfs import kill_group
 from dify_sandbox.executors._rlimits import RunLimits
-from dify_sandbox.executors.zygote.child import ChildSpec, ChildStreams, EnvironmentChanges, run_child
+from dify_sandbox.executors.zygote.child import ChildSpec, ChildStreams, EnvironmentChanges, run_child, wait_as_spare
 from dify_sandbox.executors.zygote.isolation import (
     Isolation,
     UidPool,
@@ -45,6 +46,8 @@ __all__ = ["FLAG_NETWORK", "ZygoteConfig", "ZygoteServer", "main"]
 FLAG_NETWORK = 1
 # Orphans are looked for after a reap, at most this often (seconds).
 SWEEP_INTERVAL = 0.05
+# What the zygote tells a spare along with the run's fds: uid (-1: none), flags, preload length.
+HANDOFF = struct.Struct("!iii")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,14 @@ class ZygoteConfig:
             limits=RunLimits.from_dict(data.get("limits", {})),
             uid_range=(int(uid_range[0]), int(uid_range[1])) if uid_range else None,
         )
+
+
+@dataclass(slots=True)
+class _Spare:
+    """A child forked ahead of time, prepared and blocked on its channel until a run is handed to it."""
+
+    pid: int
+    channel: socket.socket
 
 
 @dataclass(slots=True)
@@ -105,6 +116,7 @@ class ZygoteServer:
         self.wakeup_fd = -1
         self.last_sweep = 0.0
         self.sweep_pending = False
+        self.spare: _Spare | None = None
         self.uids = UidPool(*config.uid_range) if config.uid_range else None
         self.isolation = Isolation(per_run_uids=False, network_namespace=False, subreaper=False)
         self.env_online = EnvironmentChanges.towards(config.env_online)
@@ -166,6 +178,8 @@ class ZygoteServer:
         sock_fd = self.sock.fileno()
         try:
             while not self.stopping:
+                if self.spare is None:
+                    self.fork_spare()
                 for fd, _ in self.poller.poll(self.sweep_wait()):
                     if fd == sock_fd:
                         self.handle_frame()
@@ -207,13 +221,11 @@ class ZygoteServer:
             log("Unknown frame", "warning", op=frame.op.decode(errors="replace"))
 
     def spawn(self, frame: Frame, fds: list[int]) -> None:
-        """Forks the child of one run and tells the worker its pid."""
+        """Starts the child of one run: the spare when there is one, else a fresh fork (the child reports its pid)."""
         if len(fds) != SPAWN_FDS:
             _close_all(fds)
             self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EBADF))
             return
-        code_fd, stdout_fd, stderr_fd, status_fd = fds
-        network = bool(frame.value & FLAG_NETWORK)
         uid = self.uids.acquire() if self.uids is not None else None
         if self.uids is not None and uid is None:
             _close_all(fds)
@@ -221,34 +233,78 @@ class ZygoteServer:
             self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EAGAIN))
             return
         started = now_ticks()
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            _close_all(fds)
-            if uid is not None and self.uids is not None:
-                self.uids.release(uid)
-            log("Fork failed", "error", error=str(exc))
-            self.send(Frame(Op.FAILED, frame.run_id, aux=exc.errno or 0))
-            return
-        if pid == 0:
-            run_child(
-                ChildSpec(
-                    code_fd=code_fd,
-                    stdout_fd=stdout_fd,
-                    stderr_fd=stderr_fd,
-                    status_fd=status_fd,
-                    preload_bytes=frame.aux,
-                    run_dir=self.run_dir(os.getpid()),
-                    environment=self.env_online if network else self.env_offline,
-                    streams=self.streams,
-                    limits=self.config.limits,
-                    uid=uid,
-                    isolate_network=not network and self.isolation.network_namespace,
-                )
-            )
+        pid = self.hand_to_spare(fds, uid, frame.value, frame.aux)
+        if pid is None:
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                _close_all(fds)
+                if uid is not None and self.uids is not None:
+                    self.uids.release(uid)
+                log("Fork failed", "error", error=str(exc))
+                self.send(Frame(Op.FAILED, frame.run_id, aux=exc.errno or 0))
+                return
+            if pid == 0:
+                run_child(self.child_spec(fds, uid, frame.value, frame.aux))
         _close_all(fds)
         self.runs[pid] = _RunState(frame.run_id, uid, started)
         self.pids[frame.run_id] = pid
+
+    def child_spec(self, fds: list[int], uid: int | None, flags: int, preload_bytes: int) -> ChildSpec:
+        """The spec of a run, in the child that runs it."""
+        code_fd, stdout_fd, stderr_fd, status_fd = fds
+        network = bool(flags & FLAG_NETWORK)
+        return ChildSpec(
+            code_fd=code_fd,
+            stdout_fd=stdout_fd,
+            stderr_fd=stderr_fd,
+            status_fd=status_fd,
+            preload_bytes=preload_bytes,
+            run_dir=self.run_dir(os.getpid()),
+            environment=self.env_online if network else self.env_offline,
+            streams=self.streams,
+            limits=self.config.limits,
+            uid=uid,
+            isolate_network=not network and self.isolation.network_namespace,
+        )
+
+    def fork_spare(self) -> None:
+        """Forks the next run's child ahead of time, so a run does not wait for ``fork``."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            log("Fork of a spare child failed", "warning", error=str(exc))
+            return
+        if pid == 0:
+            ours.close()
+            wait_as_spare(theirs, self.spec_from_handoff)
+        theirs.close()
+        self.spare = _Spare(pid, ours)
+
+    def spec_from_handoff(self, data: bytes, fds: list[int]) -> ChildSpec:
+        """In a spare: the run's spec from what the zygote sent."""
+        uid, flags, preload_bytes = HANDOFF.unpack(data)
+        if len(fds) != SPAWN_FDS:
+            raise OSError(errno.EBADF, f"{len(fds)} fds handed over, expected {SPAWN_FDS}")
+        return self.child_spec(fds, None if uid < 0 else uid, flags, preload_bytes)
+
+    def hand_to_spare(self, fds: list[int], uid: int | None, flags: int, preload_bytes: int) -> int | None:
+        """Gives a run to the spare child; its pid, or None when there is no spare to take it."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        try:
+            socket.send_fds(spare.channel, [HANDOFF.pack(-1 if uid is None else uid, flags, preload_bytes)], fds)
+        except OSError as exc:
+            log("Spare child did not take the run", "warning", error=str(exc), pid=spare.pid)
+            _kill(spare.pid)  # reaped like any child; its group may not exist yet
+            return None
+        finally:
+            spare.channel.close()
+        return spare.pid
 
     def handle_signals(self) -> None:
         """Drains the wakeup fd: SIGCHLD reaps, SIGTERM/SIGINT stop the loop."""
@@ -279,7 +335,10 @@ class ZygoteServer:
         self.last_sweep = time.monotonic()
         self.sweep_pending = False
         oldest_live = min((run.started for run in self.runs.values()), default=None)
-        for orphan, started in orphans(set(self.runs)):
+        known = set(self.runs)
+        if self.spare is not None:
+            known.add(self.spare.pid)
+        for orphan, started in orphans(known):
             if oldest_live is None or started < oldest_live:
                 kill_group(orphan)
                 with contextlib.suppress(ProcessLookupError):
@@ -294,6 +353,9 @@ class ZygoteServer:
             if info is None or info.si_pid == 0:
                 return
             pid = info.si_pid
+            if self.spare is not None and pid == self.spare.pid:
+                self.spare.channel.close()
+                self.spare = None
             run = self.runs.pop(pid, None)
             if run is not None:
                 # The zombie leader still holds the group id, so this cannot hit a recycled group.
@@ -335,7 +397,13 @@ class ZygoteServer:
             self.stopping = True
 
     def close(self) -> None:
-        """Kills every run, reaps what it can, removes the run dirs."""
+        """Kills every run and the spare, reaps what it can, removes the run dirs."""
+        if self.spare is not None:
+            self.spare.channel.close()
+            _kill(self.spare.pid)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.spare.pid, 0)
+            self.spare = None
         for pid in list(self.runs):
             kill_group(pid)
         deadline = time.monotonic() + 2.0
@@ -344,6 +412,11 @@ class ZygoteServer:
             time.sleep(0.01)
         shutil.rmtree(self.config.run_root, ignore_errors=True)
         log("Zygote stopped", runs_left=len(self.runs))
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
 
 
 def _close_all(fds: list[int]) -> None:
