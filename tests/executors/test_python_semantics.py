@@ -130,6 +130,22 @@ def test_working_dir_is_private_and_removed(run: Run, needs_isolation: None) -> 
     assert run("import os\nprint(os.getcwd())").stdout.strip() != cwd
 
 
+def test_runs_do_not_share_a_random_sequence(run: Run) -> None:
+    """Each run's random module is seeded afresh: two runs draw different numbers."""
+    code = "import random\nprint(random.getrandbits(64))"
+    assert run(code).stdout != run(code).stdout
+
+
+def test_threading_works_in_a_run(run: Run) -> None:
+    """A run can start, name and join threads."""
+    code = (
+        "import threading\nout = []\n"
+        "t = threading.Thread(target=lambda: out.append(threading.current_thread().name), name='worker')\n"
+        "t.start(); t.join()\nprint(out, t.is_alive())"
+    )
+    assert run(code).stdout == "['worker'] False\n"
+
+
 def test_standard_streams_are_pipes_and_empty_stdin(run: Run) -> None:
     """stdout and stderr cannot seek (they are pipes, as for a script piped to a reader); stdin is empty."""
     result = run("import sys\nprint(sys.stdout.seekable(), sys.stderr.seekable(), repr(sys.stdin.read()))")

@@ -29,6 +29,7 @@ from typing import Any
 from dify_sandbox._prctl import become_subreaper
 from dify_sandbox._procfs import kill_group
 from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors.zygote._fork import fork
 from dify_sandbox.executors.zygote.child import ChildSpec, ChildStreams, EnvironmentChanges, run_child, wait_as_spare
 from dify_sandbox.executors.zygote.isolation import (
     Isolation,
@@ -236,7 +237,7 @@ class ZygoteServer:
         pid = self.hand_to_spare(fds, uid, frame.value, frame.aux)
         if pid is None:
             try:
-                pid = os.fork()
+                pid = fork()
             except OSError as exc:
                 _close_all(fds)
                 if uid is not None and self.uids is not None:
@@ -272,7 +273,7 @@ class ZygoteServer:
         """Forks the next run's child ahead of time, so a run does not wait for ``fork``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = os.fork()
+            pid = fork()
         except OSError as exc:
             ours.close()
             theirs.close()
