@@ -83,6 +83,9 @@ class ChildStreams:
     stdin: io.TextIOWrapper
     stdout: io.TextIOWrapper
     stderr: io.TextIOWrapper
+    # The zygote's own streams, kept referenced: replacing them in a child must not destroy them,
+    # which would run their close and flush code (and copy the pages it touches) for nothing.
+    replaced: tuple[object, ...] = ()
 
     @classmethod
     def prepare(cls) -> ChildStreams:
@@ -96,6 +99,7 @@ class ChildStreams:
                 stdin=io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8"),
                 stdout=_text_stream(1, line_buffering=False),
                 stderr=_text_stream(2, line_buffering=True),
+                replaced=(sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__),
             )
         finally:
             os.dup2(saved[0], 1)
@@ -263,9 +267,10 @@ def _enter_run_dir(run_dir: str, environment: EnvironmentChanges) -> None:
 
 def _wait_for_threads() -> None:
     # A script's interpreter waits for its non-daemon threads (and runs their atexit hooks) before
-    # it exits; os._exit would cut them off. threading._shutdown is how CPython itself does it.
+    # it exits; os._exit would cut them off. threading._shutdown is how CPython itself does it;
+    # with no thread but this one there is nothing to wait for.
     shutdown = getattr(threading, "_shutdown", None)
-    if shutdown is not None:
+    if shutdown is not None and threading.active_count() > 1:
         shutdown()
 
 
