@@ -128,6 +128,10 @@ class ChildSpec:
 def prepare_child() -> None:
     """What a child does before it knows its run: a session of its own, Python's default signal handling."""
     os.setsid()
+    # Runs are batch work to the kernel: it slices them longer and lets them preempt the server
+    # less, which costs fewer context switches when many runs compete for the cores.
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     _restore_signals()
 
 
