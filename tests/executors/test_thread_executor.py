@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -72,6 +73,23 @@ def test_timed_out_busy_loop_stops_burning_cpu(threads: Harness) -> None:
     time.sleep(1.0)
     used = sum(process.cpu_times()[:2]) - before
     assert used < 0.3, f"{used:.2f} s of CPU in 1 s after the timeout"
+
+
+def test_run_that_timed_out_waiting_for_a_thread_never_starts(tmp_path: Path) -> None:
+    """1. One thread, busy in C code (sleep) past its timeout. 2. A second run waits for that thread
+    and times out too. 3. When the thread frees up, the second snippet must not run late."""
+    marker = tmp_path / "ran-late"
+    harness = Harness("thread", max_workers=1)
+    try:
+        results = harness.gather(
+            ["import time\ntime.sleep(1.5)", f"open({str(marker)!r}, 'w').write('x')"], timeout=0.3
+        )
+        assert all(result.timed_out for result in results)
+        time.sleep(2.5)
+        assert not marker.exists()
+        assert harness.run("print('next')").stdout == "next\n"
+    finally:
+        harness.close()
 
 
 def test_uncatchable_by_except_exception(threads: Harness) -> None:

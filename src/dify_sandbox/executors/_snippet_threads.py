@@ -27,7 +27,7 @@ class Job(Generic[T]):
     """One call queued or running on a pool thread.
 
     ``result`` is settled on the event loop when the call returns, unless its owner settled it first
-    (a timeout answer); ``ended`` tells whether the call has returned.
+    (a timeout answer); ``ended`` tells whether the call has returned or was withdrawn unstarted.
     """
 
     __slots__ = ("_interrupted", "_lock", "args", "ended", "function", "result", "running_in")
@@ -50,9 +50,19 @@ class Job(Generic[T]):
             self._interrupted = True
             return True
 
+    def withdraw(self) -> bool:
+        """Makes a job that no thread has started yet never start (its owner gave up); False if it has."""
+        with self._lock:
+            if self.running_in is not None or self.ended:
+                return False
+            self.ended = True
+            return True
+
     def run(self) -> tuple[T | None, BaseException | None]:
         ident = threading.get_ident()
         with self._lock:
+            if self.ended:  # withdrawn while it waited in the queue
+                return None, None
             self.running_in = ident
         try:
             return self.function(*self.args), None

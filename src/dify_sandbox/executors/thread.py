@@ -115,7 +115,10 @@ class ThreadExecutor:
         finally:
             deadline.cancel()
         if exit_code is None:
-            self._watch(job)
+            if job.withdraw():  # it waited for a thread all along: it must not start late
+                self._live.discard(job)
+            else:
+                self._watch(job)
             return RunResult(
                 capture.stdout.text(), capture.stderr.text(), EXIT_KILLED, timed_out=True, duration=request.timeout
             )
