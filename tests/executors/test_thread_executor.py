@@ -81,11 +81,12 @@ def test_run_that_timed_out_waiting_for_a_thread_never_starts(tmp_path: Path) ->
     marker = tmp_path / "ran-late"
     harness = Harness("thread", max_workers=1)
     try:
-        results = harness.gather(
-            ["import time\ntime.sleep(1.5)", f"open({str(marker)!r}, 'w').write('x')"], timeout=0.3
-        )
+        # Under coverage the harness only hears back once the sleep returns: it must end within the
+        # harness's wait (four times the runs' timeout).
+        codes = ["import time\ntime.sleep(1.2)", f"open({str(marker)!r}, 'w').write('x')"]
+        results = harness.gather(codes, timeout=0.5)
         assert all(result.timed_out for result in results)
-        time.sleep(2.5)
+        time.sleep(2.0)
         assert not marker.exists()
         assert harness.run("print('next')").stdout == "next\n"
     finally:

@@ -5,8 +5,10 @@ and their callbacks; for a snippet that runs in tens of microseconds that bookke
 the snippet. Here a job is one tuple on a ``SimpleQueue`` and one ``call_soon_threadsafe`` back.
 
 A job can also be interrupted with an asynchronous exception (its timeout). The raise and the job's
-end are serialised by a lock, and a job clears any exception still pending for its thread before it
-gives the thread back, so an interrupt can never land in the pool's own loop or in the next job.
+end are serialised by a lock, so an interrupt is only ever raised while the job's call runs; one that
+arrives as the call returns is delivered at the thread's next bytecode check, which comes before
+the job is handed back, and is caught there. It can never reach the next job. (Withdrawing a pending
+exception is not an option: CPython 3.11 would leave every thread on its slow path for good.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Job(Generic[T]):
     (a timeout answer); ``ended`` tells whether the call has returned or was withdrawn unstarted.
     """
 
-    __slots__ = ("_interrupted", "_lock", "args", "ended", "function", "result", "running_in")
+    __slots__ = ("_lock", "args", "ended", "function", "result", "running_in")
 
     def __init__(self, function: Callable[..., T], args: tuple[object, ...], result: asyncio.Future[T]) -> None:
         self.function = function
@@ -38,7 +40,6 @@ class Job(Generic[T]):
         self.result = result
         self.running_in: int | None = None  # the thread ident while the call runs
         self.ended = False  # the call has returned (``result`` may have been settled earlier, at a timeout)
-        self._interrupted = False
         self._lock = threading.Lock()
 
     def interrupt(self, exc_type: type[BaseException]) -> bool:
@@ -47,7 +48,6 @@ class Job(Generic[T]):
             if self.running_in is None:
                 return False
             _set_async_exc(self.running_in, exc_type)
-            self._interrupted = True
             return True
 
     def withdraw(self) -> bool:
@@ -72,8 +72,6 @@ class Job(Generic[T]):
             with self._lock:
                 self.running_in = None
                 self.ended = True
-                if self._interrupted:
-                    _set_async_exc(ident, None)  # withdraw an interrupt that has not been delivered yet
 
 
 class SnippetThreads:
@@ -115,7 +113,10 @@ class SnippetThreads:
 
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
         while (job := self._jobs.get()) is not None:
-            value, error = job.run()
+            try:
+                value, error = job.run()
+            except BaseException as exc:  # an interrupt delivered just as the call returned
+                value, error = None, exc
             try:
                 loop.call_soon_threadsafe(self._resolve, job, value, error)
             except RuntimeError:  # the loop is closed: nobody waits for this job any more
@@ -128,5 +129,5 @@ class SnippetThreads:
             self._jobs.put(None)
 
 
-def _set_async_exc(ident: int, exc_type: type[BaseException] | None) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type) if exc_type else None)
+def _set_async_exc(ident: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
