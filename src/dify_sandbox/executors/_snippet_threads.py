@@ -2,7 +2,7 @@
 
 ``loop.run_in_executor`` wraps every job in a ``concurrent.futures.Future``, a wrapping asyncio future
 and their callbacks; for a snippet that runs in tens of microseconds that bookkeeping costs more than
-the snippet. Here a job is one tuple on a ``SimpleQueue`` and one ``call_soon_threadsafe`` back.
+the snippet. Here a job is one small object on a ``SimpleQueue`` and one ``call_soon_threadsafe`` back.
 
 A job can also be interrupted with an asynchronous exception (its timeout). The raise and the job's
 end are serialised by a lock, so an interrupt is only ever raised while the job's call runs; one that
