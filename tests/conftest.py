@@ -23,10 +23,11 @@ def _isolated_environ(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.
 def _no_leaked_children(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fails a test that leaves a child process of the test process behind (an expected failure only cleans up).
 
-    A process that outlives the test (a shared executor's zygote) may replace a child it had before:
-    a zygote keeps one spare child forked ahead of the next run, a new one after each run.
+    A zygote that outlives the test (a shared executor's) keeps one spare child, forked from it
+    ahead of the next run and replaced after each run: one such fork per surviving zygote is not
+    a leak, a second one is.
     """
-    before = {child.pid: _parent(child) for child in psutil.Process().children(recursive=True)}
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
     yield
     leaked: list[psutil.Process] = []
     for _ in range(50):
@@ -40,28 +41,20 @@ def _no_leaked_children(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(f"leaked child processes: {[c.pid for c in leaked]}")
 
 
-def _parent(process: psutil.Process) -> int | None:
-    try:
-        return process.ppid()
-    except psutil.NoSuchProcess:
-        return None
-
-
-def _new_children(before: dict[int, int | None]) -> list[psutil.Process]:
-    """Live children that did not exist before, less one replacement per child a surviving parent lost."""
-    now = [c for c in psutil.Process().children(recursive=True) if _alive(c)]
-    alive = {c.pid for c in now}
-    replaceable: dict[int | None, int] = {}
-    for pid, parent in before.items():
-        if pid not in alive and parent in alive:
-            replaceable[parent] = replaceable.get(parent, 0) + 1
+def _new_children(before: set[int]) -> list[psutil.Process]:
+    """Live children that did not exist before, less one fork of each surviving process (a zygote's spare)."""
+    spare_allowed = set(before)
     leaked = []
-    for child in now:
-        if child.pid in before:
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in before or not _alive(child):
             continue
-        parent = _parent(child)
-        if replaceable.get(parent, 0) > 0:
-            replaceable[parent] -= 1
+        try:
+            parent = child.parent()
+            is_spare = parent is not None and parent.pid in spare_allowed and child.cmdline() == parent.cmdline()
+        except psutil.Error:
+            continue
+        if is_spare and parent is not None:
+            spare_allowed.discard(parent.pid)
             continue
         leaked.append(child)
     return leaked

@@ -66,18 +66,24 @@ def _live_children(pid: int) -> list[psutil.Process]:
     return [c for c in psutil.Process(pid).children() if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
 
 
+def _only_child(pid: int) -> list[psutil.Process]:
+    """The live children of ``pid`` once there is exactly one (a finished run may still be exiting)."""
+    children = _live_children(pid)
+    return children if len(children) == 1 else []
+
+
 def test_dead_spare_child_is_replaced(fork_harness: Harness) -> None:
     """The zygote keeps one child forked ahead of the next run. 1. Kill it. 2. The next run works.
     3. A new spare is waiting again, not the killed one."""
     zygote = _zygote_pid(fork_harness)
-    spares = wait_for(lambda: _live_children(zygote), timeout=5)
+    spares = wait_for(lambda: _only_child(zygote), timeout=5)
     assert len(spares) == 1
     spares[0].kill()
     psutil.wait_procs(spares, timeout=2)
     assert fork_harness.run("print('ok')").stdout == "ok\n"
-    replacements = wait_for(lambda: _live_children(zygote), timeout=5)
-    assert [c.pid for c in replacements] != [spares[0].pid]
+    replacements = wait_for(lambda: _only_child(zygote), timeout=5)
     assert len(replacements) == 1
+    assert replacements[0].pid != spares[0].pid
 
 
 def test_rewarm_swaps_the_zygote_without_dropping_runs(fork_harness: Harness) -> None:

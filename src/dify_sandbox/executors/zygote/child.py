@@ -32,6 +32,7 @@ __all__ = [
     "ChildSpec",
     "ChildStreams",
     "EnvironmentChanges",
+    "enter_run_ahead",
     "prepare_child",
     "run_child",
     "wait_as_spare",
@@ -58,7 +59,11 @@ class EnvironmentChanges:
     @classmethod
     def towards(cls, target: Mapping[str, str]) -> EnvironmentChanges:
         """The changes from this process's environment to ``target``."""
-        current = dict(os.environ)
+        return cls.between(dict(os.environ), target)
+
+    @classmethod
+    def between(cls, current: Mapping[str, str], target: Mapping[str, str]) -> EnvironmentChanges:
+        """The changes that turn ``current`` into ``target``."""
         return cls(
             remove=tuple(name for name in current if name not in target),
             assign={name: value for name, value in target.items() if current.get(name) != value},
@@ -123,6 +128,9 @@ class ChildSpec:
     limits: RunLimits
     uid: int | None  # the run's own uid (service started as root), else None
     isolate_network: bool
+    # The run's dir, rlimits and online environment were set up before the run arrived (a spare,
+    # runs without a uid of their own); ``environment`` then holds only what is left to change.
+    entered: bool = False
 
 
 def prepare_child() -> None:
@@ -135,14 +143,28 @@ def prepare_child() -> None:
     _restore_signals()
 
 
-def wait_as_spare(channel: socket.socket, spec_for: Callable[[bytes, list[int]], ChildSpec]) -> NoReturn:
+def enter_run_ahead(run_dir: str, environment: EnvironmentChanges, limits: RunLimits) -> None:
+    """What a spare can set up before its run arrives when runs have no uid of their own."""
+    _make_run_dir(run_dir, None)
+    limits.apply(per_run_uid=False)
+    _enter_run_dir(run_dir, environment)
+
+
+def wait_as_spare(
+    channel: socket.socket,
+    spec_for: Callable[[bytes, list[int]], ChildSpec],
+    ahead: Callable[[], None] | None = None,
+) -> NoReturn:
     """Prepares this fresh child ahead of a run, waits for the zygote to hand one over, and runs it.
 
-    The zygote sends the run's fds and a few bytes on ``channel``; ``spec_for`` turns them into
-    the run's spec. An empty read means the zygote is gone or retired this spare: exit quietly.
+    ``ahead`` does what the run's parameters cannot change (see :func:`enter_run_ahead`). The zygote
+    sends the run's fds and a few bytes on ``channel``; ``spec_for`` turns them into the run's
+    spec. An empty read means the zygote is gone or retired this spare: exit quietly.
     """
     try:
         prepare_child()
+        if ahead is not None:
+            ahead()
         data, fds, _flags, _addr = socket.recv_fds(channel, 64, SPAWN_FDS)
         channel.close()
         if not data:
@@ -169,11 +191,14 @@ def run_child(spec: ChildSpec, prepared: bool = False) -> NoReturn:
         os.closerange(STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
         if spec.isolate_network and not enter_network_namespace():
             raise OSError("cannot enter a network namespace")
-        _make_run_dir(spec.run_dir, spec.uid)
-        spec.limits.apply(per_run_uid=spec.uid is not None)
-        if spec.uid is not None:
-            drop_privileges(spec.uid)
-        _enter_run_dir(spec.run_dir, spec.environment)
+        if spec.entered:
+            spec.environment.apply()  # what differs from the online environment set up ahead
+        else:
+            _make_run_dir(spec.run_dir, spec.uid)
+            spec.limits.apply(per_run_uid=spec.uid is not None)
+            if spec.uid is not None:
+                drop_privileges(spec.uid)
+            _enter_run_dir(spec.run_dir, spec.environment)
         preload = payload[: spec.preload_bytes].decode("utf-8", "surrogatepass")
         code = payload[spec.preload_bytes :].decode("utf-8", "surrogatepass")
         main_module = fresh_main_module()

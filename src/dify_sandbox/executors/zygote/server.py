@@ -11,6 +11,7 @@ Its log events are JSON lines on stderr, which the worker re-logs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import gc
 import importlib
@@ -30,7 +31,14 @@ from dify_sandbox._prctl import become_subreaper
 from dify_sandbox._procfs import kill_group
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.zygote._fork import fork
-from dify_sandbox.executors.zygote.child import ChildSpec, ChildStreams, EnvironmentChanges, run_child, wait_as_spare
+from dify_sandbox.executors.zygote.child import (
+    ChildSpec,
+    ChildStreams,
+    EnvironmentChanges,
+    enter_run_ahead,
+    run_child,
+    wait_as_spare,
+)
 from dify_sandbox.executors.zygote.isolation import (
     Isolation,
     UidPool,
@@ -122,6 +130,9 @@ class ZygoteServer:
         self.isolation = Isolation(per_run_uids=False, network_namespace=False, subreaper=False)
         self.env_online = EnvironmentChanges.towards(config.env_online)
         self.env_offline = EnvironmentChanges.towards(config.env_offline)
+        # For a spare that set up the online environment ahead: what an offline run changes from it.
+        self.online_to_offline = EnvironmentChanges.between(config.env_online, config.env_offline)
+        self.no_change = EnvironmentChanges.between(config.env_online, config.env_online)
         self.streams = ChildStreams.prepare()
 
     def preload(self) -> int:
@@ -168,6 +179,7 @@ class ZygoteServer:
         # Objects that exist now are shared by every child; freezing keeps the GC off their pages.
         gc.collect()
         gc.freeze()
+        self.fork_spare()  # before READY: the first run finds its child waiting
         self.send(Frame(Op.READY, run_id=self.isolation.to_bits(), value=os.getpid(), aux=loaded))
         log(
             "Zygote ready",
@@ -281,16 +293,24 @@ class ZygoteServer:
             return
         if pid == 0:
             ours.close()
-            wait_as_spare(theirs, self.spec_from_handoff)
+            wait_as_spare(theirs, self.spec_from_handoff, self.enter_run_ahead if self.uids is None else None)
         theirs.close()
         self.spare = _Spare(pid, ours)
+
+    def enter_run_ahead(self) -> None:
+        """In a spare, when runs have no uid of their own: its dir, rlimits and the online environment."""
+        enter_run_ahead(self.run_dir(os.getpid()), self.env_online, self.config.limits)
 
     def spec_from_handoff(self, data: bytes, fds: list[int]) -> ChildSpec:
         """In a spare: the run's spec from what the zygote sent."""
         uid, flags, preload_bytes = HANDOFF.unpack(data)
         if len(fds) != SPAWN_FDS:
             raise OSError(errno.EBADF, f"{len(fds)} fds handed over, expected {SPAWN_FDS}")
-        return self.child_spec(fds, None if uid < 0 else uid, flags, preload_bytes)
+        spec = self.child_spec(fds, None if uid < 0 else uid, flags, preload_bytes)
+        if self.uids is not None:
+            return spec
+        remaining = self.no_change if flags & FLAG_NETWORK else self.online_to_offline
+        return dataclasses.replace(spec, environment=remaining, entered=True)
 
     def hand_to_spare(self, fds: list[int], uid: int | None, flags: int, preload_bytes: int) -> int | None:
         """Gives a run to the spare child; its pid, or None when there is no spare to take it."""
@@ -364,6 +384,8 @@ class ZygoteServer:
             _, status = os.waitpid(pid, 0)
             if run is not None:
                 self.clean_up_after(pid, run, status)
+            elif self.uids is None:
+                self.remove_run_dir(pid)  # a spare that died before its run: it made its dir ahead
 
     def clean_up_after(self, pid: int, run: _RunState, status: int) -> None:
         """Kills what the run left outside its group, frees its uid and dir, reports the exit."""
