@@ -151,3 +151,19 @@ def test_network_off_gets_no_network_when_namespaces_are_allowed(defaults: Harne
         pytest.skip("this host does not let the service create network namespaces")
     assert offline.exit_code == 255
     assert "OSError" in offline.stderr
+
+
+def test_proxies_reach_network_runs_only() -> None:
+    """The proxy settings are in a network run's environment and not in a network-off run's, in
+    either order (the run child sets the network run's environment up before the run arrives)."""
+    harness = Harness("fork", http_proxy="http://proxy.invalid:3128")
+    try:
+        code = "import os\nprint(os.environ.get('HTTP_PROXY'), sorted(os.environ))"
+        online, offline, online_again = (
+            harness.run(code, enable_network=network).stdout for network in (True, False, True)
+        )
+        assert online.startswith("http://proxy.invalid:3128 ")
+        assert online == online_again
+        assert offline == "None ['HOME', 'LANG', 'PATH', 'TMPDIR']\n"
+    finally:
+        harness.close()
