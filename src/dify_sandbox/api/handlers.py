@@ -20,7 +20,7 @@ logger = structlog.get_logger("dify_sandbox.api")
 CLIENT_CLOSED_REQUEST = 499
 
 
-async def _sandbox_error(_: Request, exc: Exception) -> Response:
+async def _enveloped(_: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
@@ -45,10 +45,6 @@ async def _client_disconnect(_: Request, __: Exception) -> Response:
     # The client closed the connection before sending its whole body: nobody reads this answer,
     # and it is not a server error. 499 is nginx's "client closed request", for the metrics.
     return Response(status_code=CLIENT_CLOSED_REQUEST)
-
-
-async def _unexpected(_: Request, exc: Exception) -> Response:
-    return error_response(exc)
 
 
 def error_response(exc: Exception) -> Response:
@@ -76,9 +72,9 @@ def _first_error(errors: object) -> str:
 
 def install_handlers(app: FastAPI) -> None:
     """Registers every exception handler on ``app``."""
-    app.add_exception_handler(SandboxError, _sandbox_error)
+    app.add_exception_handler(SandboxError, _enveloped)
     app.add_exception_handler(UnauthorizedError, _unauthorized)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, _enveloped)

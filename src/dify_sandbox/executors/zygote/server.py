@@ -11,7 +11,6 @@ Its log events are JSON lines on stderr, which the worker re-logs.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import gc
 import importlib
@@ -132,7 +131,7 @@ class ZygoteServer:
         self.env_offline = EnvironmentChanges.towards(config.env_offline)
         # For a spare that set up the online environment ahead: what an offline run changes from it.
         self.online_to_offline = EnvironmentChanges.between(config.env_online, config.env_offline)
-        self.no_change = EnvironmentChanges.between(config.env_online, config.env_online)
+        self.no_change = EnvironmentChanges(remove=(), assign={})
         self.streams = ChildStreams.prepare()
 
     def preload(self) -> int:
@@ -263,10 +262,16 @@ class ZygoteServer:
         self.runs[pid] = _RunState(frame.run_id, uid, started)
         self.pids[frame.run_id] = pid
 
-    def child_spec(self, fds: list[int], uid: int | None, flags: int, preload_bytes: int) -> ChildSpec:
-        """The spec of a run, in the child that runs it."""
+    def child_spec(
+        self, fds: list[int], uid: int | None, flags: int, preload_bytes: int, entered: bool = False
+    ) -> ChildSpec:
+        """The spec of a run, in the child that runs it (``entered``: set up ahead, see ``enter_run_ahead``)."""
         code_fd, stdout_fd, stderr_fd, status_fd = fds
         network = bool(flags & FLAG_NETWORK)
+        if entered:
+            environment = self.no_change if network else self.online_to_offline
+        else:
+            environment = self.env_online if network else self.env_offline
         return ChildSpec(
             code_fd=code_fd,
             stdout_fd=stdout_fd,
@@ -274,11 +279,12 @@ class ZygoteServer:
             status_fd=status_fd,
             preload_bytes=preload_bytes,
             run_dir=self.run_dir(os.getpid()),
-            environment=self.env_online if network else self.env_offline,
+            environment=environment,
             streams=self.streams,
             limits=self.config.limits,
             uid=uid,
             isolate_network=not network and self.isolation.network_namespace,
+            entered=entered,
         )
 
     def fork_spare(self) -> None:
@@ -306,11 +312,7 @@ class ZygoteServer:
         uid, flags, preload_bytes = HANDOFF.unpack(data)
         if len(fds) != SPAWN_FDS:
             raise OSError(errno.EBADF, f"{len(fds)} fds handed over, expected {SPAWN_FDS}")
-        spec = self.child_spec(fds, None if uid < 0 else uid, flags, preload_bytes)
-        if self.uids is not None:
-            return spec
-        remaining = self.no_change if flags & FLAG_NETWORK else self.online_to_offline
-        return dataclasses.replace(spec, environment=remaining, entered=True)
+        return self.child_spec(fds, None if uid < 0 else uid, flags, preload_bytes, entered=self.uids is None)
 
     def hand_to_spare(self, fds: list[int], uid: int | None, flags: int, preload_bytes: int) -> int | None:
         """Gives a run to the spare child; its pid, or None when there is no spare to take it."""
@@ -362,8 +364,7 @@ class ZygoteServer:
         for orphan, started in orphans(known):
             if oldest_live is None or started < oldest_live:
                 kill_group(orphan)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(orphan, signal.SIGKILL)
+                _kill(orphan)
 
     def _reap_exited(self) -> None:
         while True:
