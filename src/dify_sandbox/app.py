@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,10 @@ def create_app(settings: Settings, service: Service | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        # What exists now (FastAPI, pydantic, the preloaded modules) lives as long as the worker:
+        # frozen, it is no longer traversed by every collection the requests' garbage triggers.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Literal
+from typing import Any, Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -116,6 +116,19 @@ class SandboxMetrics:
             ["route", "status"],
             registry=registry,
         )
+        # Labelled children by label values: ``labels()`` validates and sorts its arguments on every call.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def count_request(self, route: str, status: int) -> None:
+        """Counts one HTTP request by route template and status code."""
+        self._child(self.http_requests, route, str(status)).inc()
 
     def worker_started(self, max_workers: int, max_requests: int) -> None:
         """Publishes this worker's share of the configured capacity."""
@@ -125,11 +138,11 @@ class SandboxMetrics:
 
     def record_run(self, language: str, outcome: Outcome, duration: float | None, queued: float | None) -> None:
         """Counts one run and, when it ran, its duration and queue wait."""
-        self.runs.labels(language=language, outcome=outcome).inc()
+        self._child(self.runs, language, outcome).inc()
         if duration is not None:
-            self.run_duration.labels(language=language).observe(duration)
+            self._child(self.run_duration, language).observe(duration)
         if queued is not None:
-            self.queue_wait.labels(language=language).observe(queued)
+            self._child(self.queue_wait, language).observe(queued)
 
 
 def render(registry: CollectorRegistry) -> bytes:
