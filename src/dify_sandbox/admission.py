@@ -42,21 +42,28 @@ class Admission:
         if self.in_flight >= self.max_requests:
             raise OverloadedError()
         self.in_flight += 1
-        self._publish()
+        self._publish(in_flight=True, waiting=True)
+        ran = False
         try:
             queued = time.monotonic()
             async with self._slots:
                 self.running += 1
-                self._publish()
+                ran = True
+                self._publish(in_flight=False, waiting=True)
                 try:
                     yield time.monotonic() - queued
                 finally:
                     self.running -= 1
         finally:
             self.in_flight -= 1
-            self._publish()
+            # A run that executed leaves both counts at once, so ``waiting`` changes only for one
+            # that gave up while it waited.
+            self._publish(in_flight=True, waiting=not ran)
 
-    def _publish(self) -> None:
+    def _publish(self, in_flight: bool, waiting: bool) -> None:
+        # Only the gauges that changed: each write is a locked write to a shared metrics file.
         if self.metrics is not None:
-            self.metrics.in_flight.set(self.in_flight)
-            self.metrics.waiting.set(self.waiting)
+            if in_flight:
+                self.metrics.in_flight.set(self.in_flight)
+            if waiting:
+                self.metrics.waiting.set(self.waiting)
