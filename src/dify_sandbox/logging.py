@@ -35,6 +35,8 @@ class BatchedLineHandler(logging.Handler):
         self.fd = fd
         self._pending: list[bytes] = []
         self._flush_queued_on: asyncio.AbstractEventLoop | None = None
+        # A process forked from this one (a thread-executor snippet may fork) must not write these again.
+        os.register_at_fork(after_in_child=self._pending.clear)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

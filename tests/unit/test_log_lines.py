@@ -83,3 +83,20 @@ def test_a_batch_is_written_in_whole_lines_of_at_most_pipe_buf() -> None:
     assert b"".join(writes) == "".join(f"{line}\n" for line in lines).encode()
     assert len(writes) == 3  # 4 lines of 1,006 bytes fit in 4,096
     assert all(len(write) <= select.PIPE_BUF and write.endswith(b"\n") for write in writes)
+
+
+def test_a_forked_child_does_not_write_the_parents_queued_lines(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    handler = BatchedLineHandler(write_end)
+
+    async def log_then_fork() -> None:
+        handler.write_line("written once")
+        pid = os.fork()
+        if pid == 0:
+            handler.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        await asyncio.sleep(0)
+
+    asyncio.run(log_then_fork())
+    assert b"".join(reads(read_end)) == b"written once\n"
