@@ -182,7 +182,10 @@ def run_phase(phase: Phase, args: argparse.Namespace, stamp: str, meta: dict[str
                 tag = phase.executor if scenario.per_executor else None
                 results.append(ScenarioResult(scenario.name, scenario.title, error=gone, executor=tag))
                 continue
+            # Each scenario starts on an idle server, not beside the runs the previous one left in flight.
+            waited = server.wait_idle()
             result = run_one(scenario, ctx)
+            result.details["waited_for_idle_seconds"] = waited
             if (status := server.exit_status()) is not None:
                 # Its figures would describe a server that stopped (or was signalled by another job) mid-way.
                 result.error = result.error or (

@@ -25,6 +25,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 15.0
 LOG_TAIL_BYTES = 4000
+# Idle: below this share of one core over one window.
+IDLE_CORES = 0.05
+IDLE_WINDOW_SECONDS = 0.25
+IDLE_TIMEOUT_SECONDS = 15.0
 
 
 class ServerStartError(RuntimeError):
@@ -120,6 +124,21 @@ class Server:
                 continue
             total += times.user + times.system + times.children_user + times.children_system
         return total
+
+    def wait_idle(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> float:
+        """Waits until the server tree uses next to no CPU (runs left over from the last scenario are done).
+
+        Returns the seconds waited; gives up quietly after ``timeout``.
+        """
+        started = time.monotonic()
+        before = self.cpu_seconds()
+        while time.monotonic() - started < timeout:
+            time.sleep(IDLE_WINDOW_SECONDS)
+            after = self.cpu_seconds()
+            if after - before < IDLE_CORES * IDLE_WINDOW_SECONDS:
+                break
+            before = after
+        return time.monotonic() - started
 
     def log_tail(self) -> str:
         if self._log is not None:
