@@ -213,7 +213,7 @@ class Settings(BaseSettings):
         20.0, ge=15, description="HTTP keep-alive idle timeout; above Dify's 5 s pool expiry."
     )
     run_dir: Path | None = Field(None, description="Parent of the per-run temp dirs (default: the system temp dir).")
-    log_format: LogFormat = Field("text", description="`text` (logfmt) for people, `json` for log pipelines.")
+    log_format: LogFormat = Field("text", description="`text` (key=value) for people, `json` for log pipelines.")
     log_file: Path | None = Field(
         None,
         validation_alias=AliasChoices("SANDBOX_LOG_FILE", "LOG_FILE"),
