@@ -143,7 +143,9 @@ def _text_renderer() -> Processor:
     Chosen for its cost: every run logs a line, and structlog's ``ConsoleRenderer`` (a development
     renderer) took about four times as long per line, its ``LogfmtRenderer`` twice as long.
     """
-    fields = structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event", "logger"], drop_missing=True)
+    fields = structlog.processors.KeyValueRenderer(
+        key_order=["timestamp", "level", "event", "logger"], drop_missing=True
+    )
 
     def render(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
         traceback = event_dict.pop("exception", None)
