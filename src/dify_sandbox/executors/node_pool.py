@@ -1,7 +1,8 @@
 """The Node.js executor: a warm pool of ``node`` processes, each waiting for exactly one snippet.
 
 A process is never reused: the run that takes it gets a fresh interpreter, and a replacement is
-started in the background. When the pool is empty a run starts its own process at once instead
+started in the background, with ``vfork`` (``_spawned.py``) so the event loop does not wait while
+the worker's memory is copied. When the pool is empty a run starts its own process at once instead
 of waiting. Every process has its own process group, the scrubbed environment, its own working
 dir (also HOME and TMPDIR), and gets its code on a pipe. A timeout kills the whole group, and so
 does the end of a run, so nothing it spawned outlives it. The rlimits of ``_rlimits.py`` are set
@@ -28,6 +29,7 @@ from dify_sandbox.config import Settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors._spawned import SpawnedProcess
 from dify_sandbox.executors._sweep import kill_by_environment
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
@@ -44,7 +46,7 @@ EOF_GRACE = 0.5
 class _Node:
     """One started node process and the worker's ends of its pipes."""
 
-    process: asyncio.subprocess.Process
+    process: SpawnedProcess
     code_w: int
     stdout_r: int
     stderr_r: int
@@ -182,15 +184,11 @@ class NodePool:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            process = await asyncio.create_subprocess_exec(
-                self.binary.path,
-                str(BOOTSTRAP),
-                str(code_r),
-                stdin=asyncio.subprocess.DEVNULL,
+            process = SpawnedProcess.start(
+                [self.binary.path, str(BOOTSTRAP), str(code_r)],
                 stdout=out_w,
                 stderr=err_w,
                 pass_fds=(code_r,),
-                start_new_session=True,
                 cwd=run_dir,
                 env=env,
             )
