@@ -56,10 +56,6 @@ class SpawnedProcess:
     def pid(self) -> int:
         return self._popen.pid
 
-    @property
-    def returncode(self) -> int | None:
-        return self._popen.returncode
-
     async def wait(self) -> int:
         """The exit status, once the process has exited (and is reaped)."""
         if self._popen.poll() is not None:
