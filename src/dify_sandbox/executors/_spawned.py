@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 __all__ = ["SpawnedProcess"]
 
@@ -35,20 +35,20 @@ class SpawnedProcess:
         *,
         stdout: int,
         stderr: int,
-        pass_fds: Sequence[int],
+        pass_fds: Collection[int],
         cwd: str,
         env: Mapping[str, str],
     ) -> SpawnedProcess:
         """Starts ``argv`` in a session of its own with stdin on /dev/null; raises OSError if it cannot."""
         popen = subprocess.Popen(
-            list(argv),
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=stderr,
-            pass_fds=tuple(pass_fds),
+            pass_fds=pass_fds,
             start_new_session=True,
             cwd=cwd,
-            env=dict(env),
+            env=env,
         )
         return cls(popen)
 
@@ -62,29 +62,32 @@ class SpawnedProcess:
             return self._popen.returncode
         if self._exited is None:
             self._exited = asyncio.get_running_loop().create_future()
-            self._watch(self._exited)
+            self._watch()
         return await asyncio.shield(self._exited)
 
-    def _watch(self, exited: asyncio.Future[int]) -> None:
+    def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(self._popen.pid)
         except OSError:
-            self._poller = loop.create_task(self._poll(exited))
+            self._poller = loop.create_task(self._poll())
             return
 
         def on_exit() -> None:
-            if self._popen.poll() is None:
-                return
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-            if not exited.done():
-                exited.set_result(self._popen.returncode)
+            if self._settled():
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
 
         loop.add_reader(pidfd, on_exit)
 
-    async def _poll(self, exited: asyncio.Future[int]) -> None:
-        while self._popen.poll() is None:
+    async def _poll(self) -> None:
+        while not self._settled():
             await asyncio.sleep(POLL_INTERVAL)
-        if not exited.done():
-            exited.set_result(self._popen.returncode)
+
+    def _settled(self) -> bool:
+        """Reaps the process if it has exited and hands its status to the waiters; False while it runs."""
+        if self._popen.poll() is None:
+            return False
+        if self._exited is not None and not self._exited.done():
+            self._exited.set_result(self._popen.returncode)
+        return True
