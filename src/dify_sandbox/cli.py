@@ -12,6 +12,7 @@ import structlog
 
 from dify_sandbox import __version__
 from dify_sandbox.config import Settings, load_settings
+from dify_sandbox.confinement.policy import probe_layers
 from dify_sandbox.errors import ConfigError
 from dify_sandbox.logging import configure_logging
 
@@ -73,6 +74,21 @@ def _warn_about(settings: Settings) -> None:
         logger.warning("Thread executor: snippets run inside the server process, not isolated; trusted code only")
 
 
+def _isolation_acceptable(settings: Settings) -> bool:
+    """Logs the layers that confine runs; False (after one line saying why) when ``strict`` lacks one."""
+    layers, _ = probe_layers(settings.isolation)
+    missing = layers.missing() if settings.isolation != "off" else []
+    if settings.isolation == "strict" and missing:
+        print(f"dify-sandbox: SANDBOX_ISOLATION=strict, but this host lacks {'; '.join(missing)}", file=sys.stderr)
+        return False
+    logger.info("Isolation", mode=settings.isolation, landlock_abi=layers.landlock_abi, **layers.in_force())
+    for gap in missing:
+        logger.warning("Isolation layer unavailable", layer=gap)
+    if settings.isolation == "off":
+        logger.warning("SANDBOX_ISOLATION=off: runs are not confined; trusted code only")
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command; returns the process exit code."""
     args = _parser().parse_args(argv)
@@ -99,6 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return operator_tools.check_command(settings)
     logger.info("Starting", version=__version__, settings=settings.redacted())
     _warn_about(settings)
+    if not _isolation_acceptable(settings):
+        return EXIT_CONFIG_ERROR
+    # The settings hold the key from here on (workers get them pickled); no process we start,
+    # multiprocessing's resource tracker included, may find it in its environment.
+    os.environ.pop("API_KEY", None)
     from dify_sandbox.server import serve
 
     return serve(settings)

@@ -20,6 +20,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dify_sandbox.confinement.policy import IsolationMode
 from dify_sandbox.errors import ConfigError
 
 __all__ = ["DEFAULT_CONFIG_FILE", "ExecutorKind", "LogFormat", "Settings", "load_settings"]
@@ -167,6 +168,11 @@ class Settings(BaseSettings):
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Server worker processes (default: CPUs)."
     )
     executor: ExecutorKind = Field("fork", description="`fork` (isolated, default) or `thread` (trusted code only).")
+    isolation: IsolationMode = Field(
+        "best-effort",
+        description="Confinement of runs (Landlock, seccomp): `best-effort` uses what the kernel offers and logs it, "
+        "`strict` refuses to start without every layer, `off` is for trusted code only.",
+    )
     preload_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["json", "base64", "re", "datetime", "zoneinfo", "jinja2", "httpx", "requests"],
         description="Modules the zygote imports once so runs start warm.",

@@ -164,6 +164,6 @@ def test_proxies_reach_network_runs_only() -> None:
         )
         assert online.startswith("http://proxy.invalid:3128 ")
         assert online == online_again
-        assert offline == "None ['HOME', 'LANG', 'PATH', 'TMPDIR']\n"
+        assert offline == "None ['HOME', 'LANG', 'MPLCONFIGDIR', 'PATH', 'TMPDIR', 'XDG_CACHE_HOME']\n"
     finally:
         harness.close()

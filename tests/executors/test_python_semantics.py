@@ -111,10 +111,10 @@ def test_module_state_does_not_leak(run: Run, needs_isolation: None) -> None:
 
 
 def test_environment_is_scrubbed(run: Run, needs_isolation: None) -> None:
-    """The run sees only LANG, PATH, HOME, TMPDIR (and proxies): never the server's variables."""
+    """The run sees only LANG, PATH, HOME, TMPDIR, the cache dirs (and proxies): never the server's variables."""
     result = run("import os\nprint(sorted(os.environ))\nprint(open('/proc/self/environ').read())")
     names, raw_environ = result.stdout.split("\n", 1)
-    assert names == "['HOME', 'LANG', 'PATH', 'TMPDIR']"
+    assert names == "['HOME', 'LANG', 'MPLCONFIGDIR', 'PATH', 'TMPDIR', 'XDG_CACHE_HOME']"
     assert "PYTEST" not in raw_environ
 
 

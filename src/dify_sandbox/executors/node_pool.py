@@ -26,6 +26,8 @@ import structlog
 
 from dify_sandbox._procfs import kill_group
 from dify_sandbox.config import Settings
+from dify_sandbox.confinement.launch import launcher_argv
+from dify_sandbox.confinement.policy import Confinement, plan_for
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
@@ -90,6 +92,7 @@ class NodePool:
         self._run_root = ""
         self._closing = False
         self.spawned = 0
+        self.confinement: Confinement | None = None
 
     async def start(self) -> None:
         """Finds node and fills the pool; without node, nodejs runs fail clearly and python3 is unaffected."""
@@ -102,6 +105,8 @@ class NodePool:
             return
         root = self.settings.run_dir or Path(tempfile.gettempdir())
         self._run_root = tempfile.mkdtemp(prefix="dify-sandbox-node-", dir=root)
+        node_dir = os.path.dirname(os.path.realpath(self.binary.path))
+        self.confinement = plan_for(self.settings.isolation, [str(root), os.getcwd()], node_dir, str(BOOTSTRAP))
         logger.info("Node.js found", path=self.binary.path, version=self.binary.version, source=self.binary.source)
         try:
             for _ in range(self.size):
@@ -117,7 +122,10 @@ class NodePool:
         """Runs one snippet in a pooled process (or a fresh one when the pool is empty)."""
         if self._error is not None:
             raise self._error
-        node = self._idle.popleft() if self._idle else await self._spawn()
+        if not request.enable_network and self.confinement is not None:
+            node = await self._spawn(network=False)  # pooled processes are confined for the network
+        else:
+            node = self._idle.popleft() if self._idle else await self._spawn()
         self._publish()
         self._refill()
         self._busy.add(node)
@@ -175,7 +183,7 @@ class NodePool:
             pid=node.pid,
         )
 
-    async def _spawn(self) -> _Node:
+    async def _spawn(self, network: bool = True) -> _Node:
         assert self.binary is not None
         run_dir = tempfile.mkdtemp(prefix="run-", dir=self._run_root)
         env = self.settings.run_environment(enable_network=True)
@@ -183,9 +191,12 @@ class NodePool:
         code_r, code_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        argv = [self.binary.path, str(BOOTSTRAP), str(code_r)]
+        if self.confinement is not None:
+            argv = launcher_argv(self.confinement, run_dir, network, argv)
         try:
             process = SpawnedProcess.start(
-                [self.binary.path, str(BOOTSTRAP), str(code_r)],
+                argv,
                 stdout=out_w,
                 stderr=err_w,
                 pass_fds=(code_r,),

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
+from dify_sandbox.confinement.enforce import RunConfinement
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.zygote.isolation import drop_privileges, enter_network_namespace
 from dify_sandbox.executors.zygote.protocol import SPAWN_FDS, STATUS
@@ -127,7 +128,9 @@ class ChildSpec:
     streams: ChildStreams
     limits: RunLimits
     uid: int | None  # the run's own uid (service started as root), else None
-    isolate_network: bool
+    isolate_network: bool  # enter a network namespace of its own
+    offline: bool  # the run asked for no network
+    confinement: RunConfinement | None  # Landlock and seccomp; None: off
     # The run's dir, rlimits and online environment were set up before the run arrived (a spare,
     # runs without a uid of their own); ``environment`` then holds only what is left to change.
     entered: bool = False
@@ -143,11 +146,18 @@ def prepare_child() -> None:
     _restore_signals()
 
 
-def enter_run_ahead(run_dir: str, environment: EnvironmentChanges, limits: RunLimits) -> None:
-    """What a spare can set up before its run arrives when runs have no uid of their own."""
+def enter_run_ahead(
+    run_dir: str, environment: EnvironmentChanges, limits: RunLimits, confinement: RunConfinement | None
+) -> None:
+    """What a spare can set up before its run arrives when runs have no uid of their own.
+
+    Confinement too: the Landlock domain and the denylist cost ~0.1 ms, off the run's path here.
+    """
     _make_run_dir(run_dir, None)
     limits.apply(per_run_uid=False)
     _enter_run_dir(run_dir, environment)
+    if confinement is not None:
+        confinement.enter(run_dir)
 
 
 def wait_as_spare(
@@ -188,7 +198,6 @@ def run_child(spec: ChildSpec, prepared: bool = False) -> NoReturn:
         os.dup2(spec.status_fd, STATUS_FD, inheritable=False)
         _write_status(run_pid)
         payload = _read_all(spec.code_fd)
-        os.closerange(STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
         if spec.isolate_network and not enter_network_namespace():
             raise OSError("cannot enter a network namespace")
         if spec.entered:
@@ -199,6 +208,12 @@ def run_child(spec: ChildSpec, prepared: bool = False) -> NoReturn:
             if spec.uid is not None:
                 drop_privileges(spec.uid)
             _enter_run_dir(spec.run_dir, spec.environment)
+            if spec.confinement is not None:
+                spec.confinement.enter(spec.run_dir)
+        if spec.offline and spec.confinement is not None:
+            spec.confinement.go_offline()
+        # Last, once the confinement's own fds have been used: nothing of the zygote's stays open.
+        os.closerange(STATUS_FD + 1, os.sysconf("SC_OPEN_MAX"))
         preload = payload[: spec.preload_bytes].decode("utf-8", "surrogatepass")
         code = payload[spec.preload_bytes :].decode("utf-8", "surrogatepass")
         main_module = fresh_main_module()
@@ -230,7 +245,7 @@ def _report_and_end(exit_code: int, limit: int, spec: ChildSpec) -> None:
     this process cleans up and the kernel tears it down; the zygote then kills what is left of the
     group as it reaps. Doing the cleanup here keeps it off the single-threaded zygote.
     """
-    if spec.uid is not None:
+    if spec.uid is not None and os.getuid() == spec.uid:  # never as root: kill(-1) would end every process
         with contextlib.suppress(OSError):
             os.kill(-1, signal.SIGKILL)
     _write_status(exit_code)
@@ -240,10 +255,13 @@ def _report_and_end(exit_code: int, limit: int, spec: ChildSpec) -> None:
             os.close(fd)
     with contextlib.suppress(OSError):
         os.chdir("/")
-    try:
-        os.rmdir(spec.run_dir)  # the common case: the run wrote no files
-    except OSError:
-        shutil.rmtree(spec.run_dir, ignore_errors=True)
+    # Its contents only: a confined run cannot remove its dir's own entry; the zygote does.
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(spec.run_dir):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
 
 
 def _restore_signals() -> None:
@@ -290,6 +308,8 @@ def _enter_run_dir(run_dir: str, environment: EnvironmentChanges) -> None:
     os.chdir(run_dir)
     environment.apply()
     os.environ["HOME"] = os.environ["TMPDIR"] = run_dir
+    # Caches that libraries keep (matplotlib's font list, pip's, ...) go where the run may write.
+    os.environ["XDG_CACHE_HOME"] = os.environ["MPLCONFIGDIR"] = run_dir
     tempfile.tempdir = run_dir
     sys.argv = [""]
 

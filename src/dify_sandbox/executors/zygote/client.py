@@ -23,6 +23,7 @@ import structlog
 
 from dify_sandbox._procfs import kill_group
 from dify_sandbox.config import Settings
+from dify_sandbox.confinement.policy import Confinement, plan_for
 from dify_sandbox.dependencies import import_names, read_requirements
 from dify_sandbox.errors import ExecutorError, ProtocolError, ZygoteUnavailableError
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
@@ -50,9 +51,16 @@ _RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 class ZygoteProcess:
     """One zygote process: its socket, its in-flight runs, and the frames between them."""
 
-    def __init__(self, settings: Settings, preload_modules: list[str], on_death: Callable[[ZygoteProcess], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        preload_modules: list[str],
+        on_death: Callable[[ZygoteProcess], None],
+        confinement: Confinement | None = None,
+    ):
         self.settings = settings
         self.preload_modules = preload_modules
+        self.confinement = confinement
         self._on_death = on_death
         self._loop = asyncio.get_running_loop()
         self._runs: dict[int, RunState] = {}
@@ -81,6 +89,7 @@ class ZygoteProcess:
             "env_offline": self.settings.run_environment(enable_network=False),
             "limits": RunLimits.from_settings(self.settings).to_dict(),
             "uid_range": self.settings.run_uid_range,
+            "confinement": self.confinement.to_dict() if self.confinement is not None else None,
         }
         env = self.settings.run_environment(enable_network=True)
         if "PYTHONPATH" in os.environ:
@@ -355,6 +364,8 @@ class ZygoteExecutor:
     def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        run_root = str(settings.run_dir or tempfile.gettempdir())
+        self.confinement = plan_for(settings.isolation, avoid=[run_root, os.getcwd()])
         self._zygote: ZygoteProcess | None = None
         self._retiring: set[ZygoteProcess] = set()
         self._restart: asyncio.Task[None] | None = None
@@ -416,7 +427,7 @@ class ZygoteExecutor:
         return modules
 
     async def _spawn(self) -> ZygoteProcess:
-        zygote = ZygoteProcess(self.settings, self._preload_modules(), self._handle_death)
+        zygote = ZygoteProcess(self.settings, self._preload_modules(), self._handle_death, self.confinement)
         await zygote.start()
         return zygote
 

@@ -26,8 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dify_sandbox._prctl import become_subreaper
+from dify_sandbox._prctl import become_subreaper, forbid_inspection
 from dify_sandbox._procfs import kill_group
+from dify_sandbox.confinement.enforce import RunConfinement
+from dify_sandbox.confinement.policy import Confinement
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.zygote._fork import fork
 from dify_sandbox.executors.zygote.child import (
@@ -69,6 +71,7 @@ class ZygoteConfig:
     env_offline: dict[str, str] = field(default_factory=dict)
     limits: RunLimits = field(default_factory=RunLimits)
     uid_range: tuple[int, int] | None = None  # per-run uids; only when the zygote runs as root
+    confinement: Confinement | None = None  # Landlock and seccomp for every run; None: off
 
     @classmethod
     def from_json(cls, text: str) -> ZygoteConfig:
@@ -83,6 +86,7 @@ class ZygoteConfig:
             env_offline={str(k): str(v) for k, v in data.get("env_offline", {}).items()},
             limits=RunLimits.from_dict(data.get("limits", {})),
             uid_range=(int(uid_range[0]), int(uid_range[1])) if uid_range else None,
+            confinement=Confinement.from_dict(data["confinement"]) if data.get("confinement") else None,
         )
 
 
@@ -133,6 +137,7 @@ class ZygoteServer:
         self.online_to_offline = EnvironmentChanges.between(config.env_online, config.env_offline)
         self.no_change = EnvironmentChanges(remove=(), assign={})
         self.streams = ChildStreams.prepare()
+        self.confinement = RunConfinement(config.confinement) if config.confinement is not None else None
 
     def preload(self) -> int:
         """Imports the configured modules once; one that fails is logged and skipped."""
@@ -160,9 +165,12 @@ class ZygoteServer:
         if self.uids is not None:
             # Runs (other uids) may enter and remove only their own dir: traverse, no listing, sticky.
             os.chmod(self.config.run_root, 0o1733)  # noqa: S103 - like /tmp, by design
+        if self.confinement is not None:
+            RunConfinement.prepare_process()  # no_new_privs, inherited by every child
         self.isolation = Isolation(
             per_run_uids=self.uids is not None,
-            network_namespace=probe_network_namespace(),
+            # Without the syscall filter's offline rules, an offline run needs a namespace of its own.
+            network_namespace=not (self.confinement and self.confinement.closes_network) and probe_network_namespace(),
             subreaper=become_subreaper(),
         )
         wakeup_r, wakeup_w = os.pipe()
@@ -284,6 +292,8 @@ class ZygoteServer:
             limits=self.config.limits,
             uid=uid,
             isolate_network=not network and self.isolation.network_namespace,
+            offline=not network,
+            confinement=self.confinement,
             entered=entered,
         )
 
@@ -305,7 +315,7 @@ class ZygoteServer:
 
     def enter_run_ahead(self) -> None:
         """In a spare, when runs have no uid of their own: its dir, rlimits and the online environment."""
-        enter_run_ahead(self.run_dir(os.getpid()), self.env_online, self.config.limits)
+        enter_run_ahead(self.run_dir(os.getpid()), self.env_online, self.config.limits, self.confinement)
 
     def spec_from_handoff(self, data: bytes, fds: list[int]) -> ChildSpec:
         """In a spare: the run's spec from what the zygote sent."""
@@ -450,7 +460,12 @@ def _close_all(fds: list[int]) -> None:
 
 def main(stdin_text: str | None = None) -> None:
     """Entry point of the zygote process."""
+    # Before anything else: no other process of our uid may read this one's memory or fds.
+    forbid_inspection()
     config = ZygoteConfig.from_json(stdin_text if stdin_text is not None else sys.stdin.read())
+    # Whatever the worker's process had open besides the socket (a listener, say) is not ours to keep.
+    os.closerange(3, config.socket_fd)
+    os.closerange(config.socket_fd + 1, os.sysconf("SC_OPEN_MAX"))
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

@@ -1,0 +1,49 @@
+"""Starts a program (``node``) confined as a run: ``no_new_privs``, its Landlock domain and seccomp, then ``exec``.
+
+A server worker cannot confine a process it starts with ``vfork`` (there is no hook between fork
+and exec), and confining the worker itself is not an option, so it starts this launcher instead::
+
+    python -I -S -c 'import sys; sys.path.insert(0, ROOT); from dify_sandbox.confinement.launch import main; main()' \
+        PLAN_JSON OWN_DIR NETWORK PROGRAM [ARGS...]
+
+``-I -S``: no site, no user paths, no environment; only the standard library and this package's
+``confinement`` modules are imported. Landlock domains and seccomp filters survive ``exec``, so the
+program and everything it starts stay confined.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from dify_sandbox.confinement.enforce import RunConfinement
+from dify_sandbox.confinement.policy import Confinement
+
+__all__ = ["EXIT_LAUNCH_FAILURE", "launcher_argv", "main"]
+
+EXIT_LAUNCH_FAILURE = 70  # sysexits' EX_SOFTWARE
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from dify_sandbox.confinement.launch import main; main()"
+
+
+def launcher_argv(plan: Confinement, own_dir: str, network: bool, argv: list[str]) -> list[str]:
+    """The command line that starts ``argv`` confined by ``plan`` to ``own_dir``."""
+    spec = json.dumps(plan.to_dict(), separators=(",", ":"))
+    return [sys.executable, "-I", "-S", "-c", _BOOT, spec, own_dir, "1" if network else "0", *argv]
+
+
+def main() -> None:
+    """Entry point: confine, then become the program; any failure exits before the program runs."""
+    try:
+        spec, own_dir, network, *argv = sys.argv[1:]
+        confinement = RunConfinement(Confinement.from_dict(json.loads(spec)))
+        RunConfinement.prepare_process()
+        confinement.enter(own_dir)
+        if network != "1":
+            confinement.go_offline()
+        os.execv(argv[0], argv)
+    except Exception as exc:
+        os.write(2, f"sandbox: cannot start the run confined: {type(exc).__name__}: {exc}\n".encode())
+        os._exit(EXIT_LAUNCH_FAILURE)
