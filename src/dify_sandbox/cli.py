@@ -11,6 +11,7 @@ from pathlib import Path
 import structlog
 
 from dify_sandbox import __version__
+from dify_sandbox._environ_block import erase_from_environment
 from dify_sandbox.config import Settings, load_settings
 from dify_sandbox.confinement.policy import probe_layers
 from dify_sandbox.errors import ConfigError
@@ -118,8 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not _isolation_acceptable(settings):
         return EXIT_CONFIG_ERROR
     # The settings hold the key from here on (workers get them pickled); no process we start,
-    # multiprocessing's resource tracker included, may find it in its environment.
-    os.environ.pop("API_KEY", None)
+    # multiprocessing's resource tracker included, may find it in its environment, nor ours.
+    erase_from_environment("API_KEY")
     from dify_sandbox.server import serve
 
     return serve(settings)

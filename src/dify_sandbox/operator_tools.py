@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from dify_sandbox import __version__
+from dify_sandbox._environ_block import erase_from_environment
 from dify_sandbox._prctl import forbid_inspection
 from dify_sandbox.api.schemas import run_data
 from dify_sandbox.config import Settings
+from dify_sandbox.confinement.policy import LAYER_BLOCKS, probe_layers
 from dify_sandbox.errors import RequestError, SandboxError, UnsupportedLanguageError
 from dify_sandbox.executors.base import Language, RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
@@ -63,6 +65,13 @@ def _read(path):
     except OSError:
         return None
 
+def _signalable(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: the permission check only, nothing is delivered
+    except OSError:
+        return False
+    return True
+
 print(json.dumps({
     "echo": base64.b64decode("__TEXT_B64__").decode("utf-8"),
     "pid": os.getpid(),
@@ -74,6 +83,7 @@ print(json.dumps({
     "home": os.environ.get("HOME"),
     "tmpdir": os.environ.get("TMPDIR"),
     "server_environ_readable": _read("/proc/__SERVER_PID__/environ") is not None,
+    "server_signalable": _signalable(__SERVER_PID__),
     "net_ns": os.readlink("/proc/self/ns/net") if os.path.exists("/proc/self/ns/net") else None,
 }, ensure_ascii=False))
 """
@@ -96,6 +106,7 @@ console.log(JSON.stringify({
   home: process.env.HOME ?? null,
   tmpdir: process.env.TMPDIR ?? null,
   server_environ_readable: read('/proc/__SERVER_PID__/environ') !== null,
+  server_signalable: (() => { try { return process.kill(__SERVER_PID__, 0); } catch (error) { return false; } })(),
   net_ns: (() => { try { return fs.readlinkSync('/proc/self/ns/net'); } catch (error) { return null; } })(),
 }));
 """
@@ -202,8 +213,25 @@ async def _isolation(settings: Settings, probe: dict[str, Any]) -> dict[str, Any
         "run_uid": probe.get("uid"),
         "per_run_uid": probe.get("uid") != os.getuid(),
         "server_environ_readable": probe.get("server_environ_readable"),
+        "server_signalable": probe.get("server_signalable"),
         "rlimits": _rlimits(probe.get("limits")),
     }
+
+
+def _exposures(settings: Settings, isolation: dict[str, Any]) -> list[str]:
+    """What a snippet could do to the service here, in words (empty: nothing the probes found)."""
+    problems = []
+    if settings.executor == "thread":
+        problems.append("python3 runs inside the server process (SANDBOX_EXECUTOR=thread): trusted code only")
+    for language in LANGUAGES:
+        seen = isolation.get(language, {})
+        if seen.get("own_process") is False:
+            continue  # named above
+        if seen.get("server_environ_readable"):
+            problems.append(f"a {language} run can read the service's environment block (where API_KEY lives)")
+        if seen.get("server_signalable"):
+            problems.append(f"a {language} run can signal the service's processes")
+    return problems
 
 
 def _self_test_entry(result: RunResult) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -290,9 +318,20 @@ async def self_check(settings: Settings) -> dict[str, Any]:
     finally:
         await service.close()
     isolation["server_non_dumpable"] = _server_non_dumpable()
+    layers, _ = probe_layers(settings.isolation)
+    isolation["layers"] = {
+        "mode": settings.isolation,
+        "landlock_abi": layers.landlock_abi,
+        "in_force": {
+            name: {"active": active, "blocks": LAYER_BLOCKS[name]} for name, active in layers.in_force().items()
+        },
+        "unavailable": layers.missing() if settings.isolation != "off" else [],
+    }
+    problems = _exposures(settings, isolation)
     config_file = Path(settings.config_file)
     return {
-        "ok": all(test["passed"] for test in tests.values()),
+        "ok": all(test["passed"] for test in tests.values()) and not problems,
+        "problems": problems,
         "versions": {
             "service": __version__,
             "python": platform.python_version(),
@@ -318,7 +357,7 @@ async def self_check(settings: Settings) -> dict[str, Any]:
 def _act_as_worker() -> None:
     # The same two steps a server worker takes before it builds its Service (server.run_worker), so
     # that runs here see what they would see there.
-    os.environ.pop("API_KEY", None)
+    erase_from_environment("API_KEY")
     forbid_inspection()
 
 

@@ -19,6 +19,8 @@ import pytest
 
 from .conftest import SERVER_ENV_NAMES, session_members
 
+LANGUAGES = ("python3", "nodejs")
+
 pytestmark = pytest.mark.integration
 
 COMMAND_TIMEOUT = 60.0
@@ -145,14 +147,23 @@ def test_run_unusable_file_is_a_request_error(tmp_path, name, content, expected)
 def test_check_reports_passing_self_tests_and_isolation(tmp_path):
     """Scenario: `check` with the fork executor.
 
-    1. Both self-tests pass and the command exits 0.
+    1. Both self-tests pass; the command exits 0 unless a run could reach the service: as root with
+       runs as root (this interpreter is not readable by per-run users), a run can read the
+       service's environment block, which `check` must say (`ok: false`, exit 1).
     2. Versions, executors and limits reflect the settings (WORKER_TIMEOUT from env).
     3. Each run had its own session and process group, a scrubbed environment and its own dir.
-    4. API_KEY is not in any run's environment.
+    4. API_KEY is not in any run's environment, and no run can signal the service.
     """
     code, report, stderr = dify_sandbox(tmp_path, "check", WORKER_TIMEOUT="7", API_KEY="secret-check")
-    assert code == 0, (report, stderr)
-    assert report["ok"] is True
+    runs_as_root = report["isolation"]["python3"]["run_uid"] == 0
+    expected = (
+        [f"a {language} run can read the service's environment block (where API_KEY lives)" for language in LANGUAGES]
+        if runs_as_root
+        else []
+    )
+    assert report["problems"] == expected, (report, stderr)
+    assert report["ok"] is not runs_as_root
+    assert code == (1 if runs_as_root else 0)
     assert report["self_tests"]["python3"]["passed"] is True
     assert report["self_tests"]["nodejs"]["passed"] is True
     assert report["versions"]["python"] == ".".join(str(part) for part in sys.version_info[:3])
@@ -171,14 +182,19 @@ def test_check_reports_passing_self_tests_and_isolation(tmp_path):
         assert isolation["per_run_dir"] is True, isolation
         assert "API_KEY" not in isolation["env_names"]
         assert isolation["rlimits"]["core"] == 0
+        assert isolation["server_signalable"] is False, isolation
     assert "secret-check" not in json.dumps(report)
     assert isinstance(report["isolation"]["server_non_dumpable"], bool | None)
 
 
 def test_check_with_thread_executor_reports_no_process_isolation(tmp_path):
-    """With SANDBOX_EXECUTOR=thread the self-tests still pass, and the report says python3 runs share the process."""
+    """With SANDBOX_EXECUTOR=thread the self-tests pass, but the report says python3 runs share the process (not ok)."""
     code, report, _ = dify_sandbox(tmp_path, "check", SANDBOX_EXECUTOR="thread")
-    assert code == 0
+    assert code == 1
+    assert report["self_tests"]["python3"]["passed"] is True
+    assert report["problems"][0] == (
+        "python3 runs inside the server process (SANDBOX_EXECUTOR=thread): trusted code only"
+    )
     assert report["executor"]["python3"] == "thread"
     isolation = report["isolation"]["python3"]
     assert isolation["own_process"] is False

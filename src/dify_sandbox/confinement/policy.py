@@ -20,13 +20,21 @@ from typing import Any, Literal
 from dify_sandbox.confinement import landlock
 from dify_sandbox.confinement.syscall_filter import compile_programs
 
-__all__ = ["Confinement", "IsolationMode", "Layers", "plan_for", "probe_layers", "runtime_paths"]
+__all__ = ["LAYER_BLOCKS", "Confinement", "IsolationMode", "Layers", "plan_for", "probe_layers", "runtime_paths"]
 
 IsolationMode = Literal["strict", "best-effort", "off"]
 
 # Landlock ABIs: 1 files, 4 TCP, 6 signal and abstract-socket scoping.
 FULL_LANDLOCK_ABI = 6
 
+# What each layer stops a snippet from doing (for ``dify-sandbox check`` and the logs).
+LAYER_BLOCKS = {
+    "landlock_files": "reading or writing any file but the runtime's and its own dir's: other runs, /tmp, the config",
+    "landlock_tcp": "TCP bind and connect in runs without network",
+    "landlock_scoping": "signals and abstract unix sockets towards anything outside the run",
+    "seccomp_denylist": "ptrace, process_vm_*, pidfd_getfd, bpf, namespaces, mounts, keyrings, io_uring; "
+    "sockets other than AF_UNIX in runs without network",
+}
 _SYSTEM_READ_EXECUTE = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # The parts of /etc that the C library, TLS, time zones and mime lookups read.
 _ETC_READ = (
