@@ -141,7 +141,7 @@ async def run_file(settings: Settings, path: Path, language: str) -> dict[str, A
     lang = _language(language)
     code = _read_code(path)
     request = RunRequest(lang, code, "", settings.enable_network, settings.worker_timeout)
-    service = Service(settings)
+    service = Service(settings, slot=settings.workers)  # the operator commands' uids
     try:
         await service.start()
         result = await service.executor(lang).run(request)
@@ -296,7 +296,7 @@ async def self_check(settings: Settings) -> dict[str, Any]:
     empty ``error``). Isolation facts are reported, not judged: the thread executor has none of
     them by design.
     """
-    service = Service(settings)
+    service = Service(settings, slot=settings.workers)  # the operator commands' uids
     tests: dict[str, Any] = {}
     isolation: dict[str, Any] = {}
     try:

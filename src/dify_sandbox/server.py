@@ -100,7 +100,7 @@ def run_worker(settings: Settings, sock: socket.socket, slot: int) -> None:
     # Snippets (thread executor) must never read the key from the environment.
     os.environ.pop("API_KEY", None)
     forbid_inspection()
-    service = Service(settings)
+    service = Service(settings, slot)
     config = uvicorn.Config(
         create_app(settings, service),
         loop="uvloop",

@@ -13,6 +13,7 @@ from dify_sandbox.executors import create_executor
 from dify_sandbox.executors.base import Executor, Language
 from dify_sandbox.executors.node_pool import NodePool
 from dify_sandbox.metrics import SandboxMetrics
+from dify_sandbox.run_uids import RunUids
 
 __all__ = ["Service"]
 
@@ -20,14 +21,16 @@ __all__ = ["Service"]
 class Service:
     """The per-worker state shared by the routes and the server's shutdown logic."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, slot: int = 0) -> None:
         self.settings = settings
+        # Per-run uids (as root): this worker's slice, shared by its zygotes and its node pool.
+        self.uids = RunUids.for_worker(settings.run_uid_range, settings.workers, slot)
         self.api_key = settings.api_key.get_secret_value().encode("utf-8", "surrogateescape")
         self.registry = CollectorRegistry()
         self.metrics = SandboxMetrics(self.registry)
         self.admission = Admission(settings.max_requests, settings.max_workers, self.metrics)
-        self.python: Executor = create_executor(settings.executor, settings, self.metrics)
-        self.nodejs: Executor = NodePool(settings, self.metrics)
+        self.python: Executor = create_executor(settings.executor, settings, self.metrics, self.uids)
+        self.nodejs: Executor = NodePool(settings, self.metrics, self.uids)
 
     def key_matches(self, given: bytes) -> bool:
         """``given`` (an ``X-Api-Key`` value as sent) is the configured key; compared in constant time."""
@@ -35,6 +38,8 @@ class Service:
 
     async def start(self) -> None:
         """Starts the executors; the worker serves only once this returns."""
+        if self.uids is not None:
+            self.uids.kill_leftovers()  # of the worker this one replaces: its uids are handed out again
         await asyncio.gather(self.python.start(), self.nodejs.start())
         self.metrics.worker_started(self.settings.max_workers, self.settings.max_requests)
 

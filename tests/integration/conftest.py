@@ -14,6 +14,7 @@ Fixtures:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import signal
@@ -21,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ SERVER_ENV_NAMES = frozenset(
 )  # fmt: skip
 
 _SERVERS_KEY = pytest.StashKey[list["Server"]]()
+# Disjoint per-run uid ranges, one per server a test session starts (ranges of 40: 20 per worker slot at most).
+_RUN_UID_RANGES = (f"{first}-{first + 39}" for first in itertools.count(20000, 40))
 
 
 class ServerStartError(RuntimeError):
@@ -290,6 +293,7 @@ def launch_server(
     port: int | None = None,
     set_port: bool = True,
     api_key: str | None = None,
+    argv: Sequence[str] | None = None,
     **env: object,
 ) -> Server:
     """Starts `python -m dify_sandbox serve` in `workdir` with the scrubbed environment plus `env`.
@@ -297,9 +301,12 @@ def launch_server(
     Test defaults: one server worker and a 2 s shutdown grace. `set_port=False` leaves `SANDBOX_PORT`
     unset (the port then comes from a config file; pass it as `port`). `api_key` is the key the
     server's `http` client sends when it differs from the env `API_KEY` (e.g. set in a config file).
+    `argv` replaces the command (e.g. an installed `dify-sandbox serve` under `setpriv`).
     """
     settings = {key: str(value) for key, value in env.items()}
     settings.setdefault("SANDBOX_WORKERS", "1")
+    # As root, each server's runs get uids of their own: servers running side by side must not share them.
+    settings.setdefault("SANDBOX_RUN_UIDS", next(_RUN_UID_RANGES))
     settings.setdefault("SANDBOX_GRACE_SECONDS", "2")
     port = port or free_port()
     if set_port:
@@ -313,7 +320,7 @@ def launch_server(
     workdir.mkdir(parents=True, exist_ok=True)
     with (workdir / "server.stdout").open("wb") as out, (workdir / "server.stderr").open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dify_sandbox", "serve"],
+            list(argv or [sys.executable, "-m", "dify_sandbox", "serve"]),
             cwd=workdir,
             env=full_env,
             stdin=subprocess.DEVNULL,

@@ -4,10 +4,11 @@ A server worker cannot confine a process it starts with ``vfork`` (there is no h
 and exec), and confining the worker itself is not an option, so it starts this launcher instead::
 
     python -I -S -c 'import sys; sys.path.insert(0, ROOT); from dify_sandbox.confinement.launch import main; main()' \
-        PLAN_JSON OWN_DIR NETWORK PROGRAM [ARGS...]
+        PLAN_JSON OWN_DIR NETWORK UID PROGRAM [ARGS...]
 
-``-I -S``: no site, no user paths, no environment; only the standard library and this package's
-``confinement`` modules are imported. Landlock domains and seccomp filters survive ``exec``, so the
+With a ``UID`` (the service runs as root) it becomes that user first, for good. ``-I -S``: no site,
+no user paths, no environment; only the standard library and this package's ``confinement``
+modules are imported. Landlock domains and seccomp filters survive ``exec``, so the
 program and everything it starts stay confined.
 """
 
@@ -28,21 +29,29 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from dify_sandbox.confinement.launch import main; main()"
 
 
-def launcher_argv(plan: Confinement, own_dir: str, network: bool, argv: list[str]) -> list[str]:
-    """The command line that starts ``argv`` confined by ``plan`` to ``own_dir``."""
-    spec = json.dumps(plan.to_dict(), separators=(",", ":"))
-    return [sys.executable, "-I", "-S", "-c", _BOOT, spec, own_dir, "1" if network else "0", *argv]
+def launcher_argv(plan: Confinement | None, own_dir: str, network: bool, uid: int | None, argv: list[str]) -> list[str]:
+    """The command line that starts ``argv`` as ``uid`` (None: as we are), confined by ``plan`` to ``own_dir``."""
+    spec = json.dumps(plan.to_dict() if plan is not None else None, separators=(",", ":"))
+    user = "-" if uid is None else str(uid)
+    return [sys.executable, "-I", "-S", "-c", _BOOT, spec, own_dir, "1" if network else "0", user, *argv]
 
 
 def main() -> None:
     """Entry point: confine, then become the program; any failure exits before the program runs."""
     try:
-        spec, own_dir, network, *argv = sys.argv[1:]
-        confinement = RunConfinement(Confinement.from_dict(json.loads(spec)))
-        RunConfinement.prepare_process()
-        confinement.enter(own_dir)
-        if network != "1":
-            confinement.go_offline()
+        spec, own_dir, network, user, *argv = sys.argv[1:]
+        plan = json.loads(spec)
+        confinement = RunConfinement(Confinement.from_dict(plan)) if plan is not None else None
+        if user != "-":
+            uid = int(user)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        if confinement is not None:
+            RunConfinement.prepare_process()
+            confinement.enter(own_dir)
+            if network != "1":
+                confinement.go_offline()
         os.execv(argv[0], argv)
     except Exception as exc:
         os.write(2, f"sandbox: cannot start the run confined: {type(exc).__name__}: {exc}\n".encode())

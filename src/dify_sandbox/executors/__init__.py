@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from dify_sandbox.config import ExecutorKind, Settings
     from dify_sandbox.executors.base import Executor
     from dify_sandbox.metrics import SandboxMetrics
+    from dify_sandbox.run_uids import RunUids
 
 EXECUTORS: dict[str, str] = {
     "fork": "dify_sandbox.executors.zygote.client:ZygoteExecutor",
@@ -19,8 +20,11 @@ EXECUTORS: dict[str, str] = {
 }
 
 
-def create_executor(kind: ExecutorKind, settings: Settings, metrics: SandboxMetrics | None = None) -> Executor:
-    """Imports the executor class registered under ``kind`` and builds it."""
+def create_executor(
+    kind: ExecutorKind, settings: Settings, metrics: SandboxMetrics | None = None, uids: RunUids | None = None
+) -> Executor:
+    """Imports the executor class registered under ``kind`` and builds it (only fork runs get ``uids``)."""
     module_name, _, class_name = EXECUTORS[kind].partition(":")
-    executor: Executor = getattr(importlib.import_module(module_name), class_name)(settings, metrics)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    executor: Executor = cls(settings, metrics, uids) if kind == "fork" else cls(settings, metrics)
     return executor

@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from collections import deque
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from dify_sandbox.executors._spawned import SpawnedProcess
 from dify_sandbox.executors._sweep import kill_by_environment
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
+from dify_sandbox.run_uids import RunUids, kill_uids
 from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node
 
 __all__ = ["NodePool"]
@@ -42,6 +44,7 @@ __all__ = ["NodePool"]
 logger = structlog.get_logger("dify_sandbox.executors.node_pool")
 
 EOF_GRACE = 0.5
+PROBE_TIMEOUT = 10.0
 
 
 @dataclass(slots=True, eq=False)
@@ -53,6 +56,7 @@ class _Node:
     stdout_r: int
     stderr_r: int
     run_dir: str
+    uid: int | None  # its own uid (service started as root)
 
     @property
     def pid(self) -> int:
@@ -69,18 +73,47 @@ class _Node:
                 os.close(fd)
 
 
-def _clean_up_after(run_dir: str) -> None:
-    """Kills what a run left outside its group (detached children) and removes its dir."""
+def _clean_up_after(run_dir: str, uid: int | None) -> None:
+    """Kills what a run left outside its group (detached children: by uid, else by environment) and removes its dir."""
+    if uid is not None:
+        kill_uids(uid, uid)
     kill_by_environment(f"TMPDIR={run_dir}")
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _unusable_for(node: str, run_root: str, uid: int) -> str | None:
+    """Why ``node`` cannot run as ``uid`` with its bootstrap and a dir under ``run_root`` (None: it can).
+
+    Per-run users need node, the bootstrap and the run root to be reachable by other users; a run
+    root under a private dir (or a node under /root) is not.
+    """
+    probe = f"require('fs').accessSync({json.dumps(str(BOOTSTRAP))}); process.chdir({json.dumps(run_root)})"
+    try:
+        subprocess.run(
+            [node, "-e", probe],
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            cwd="/",
+            capture_output=True,
+            timeout=PROBE_TIMEOUT,
+            check=True,
+        )
+    except subprocess.CalledProcessError as exc:
+        lines = exc.stderr.decode("utf-8", "replace").strip().splitlines()
+        return lines[-1] if lines else f"exit status {exc.returncode}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    return None
 
 
 class NodePool:
     """Runs nodejs snippets in pre-started node processes."""
 
-    def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None, uids: RunUids | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.uids = uids
         self.size = settings.node_pool_size
         self.limits = RunLimits.from_settings(settings)
         self.unhealthy = False
@@ -105,6 +138,14 @@ class NodePool:
             return
         root = self.settings.run_dir or Path(tempfile.gettempdir())
         self._run_root = tempfile.mkdtemp(prefix="dify-sandbox-node-", dir=root)
+        if self.uids is not None:
+            # Each run's uid may enter its own dir, made for it, and nothing else.
+            os.chmod(self._run_root, 0o711)  # noqa: S103 - traverse only, by design
+        if self.uids is not None:
+            problem = await loop.run_in_executor(None, _unusable_for, self.binary.path, self._run_root, self.uids.first)
+            if problem is not None:
+                logger.warning("Per-run users disabled for Node.js: node cannot work as them", problem=problem)
+                self.uids = None
         node_dir = os.path.dirname(os.path.realpath(self.binary.path))
         self.confinement = plan_for(self.settings.isolation, [str(root), os.getcwd()], node_dir, str(BOOTSTRAP))
         logger.info("Node.js found", path=self.binary.path, version=self.binary.version, source=self.binary.source)
@@ -134,7 +175,8 @@ class NodePool:
         finally:
             self._busy.discard(node)
             node.kill_group()
-            await asyncio.get_running_loop().run_in_executor(None, _clean_up_after, node.run_dir)
+            await asyncio.get_running_loop().run_in_executor(None, _clean_up_after, node.run_dir, node.uid)
+            self._release(node)
 
     async def _run_in(self, node: _Node, request: RunRequest) -> RunResult:
         loop = asyncio.get_running_loop()
@@ -185,15 +227,31 @@ class NodePool:
 
     async def _spawn(self, network: bool = True) -> _Node:
         assert self.binary is not None
+        uid = None
+        if self.uids is not None:
+            uid = self.uids.acquire()
+            if uid is None:
+                raise ExecutorError("no free run uid: every uid of SANDBOX_RUN_UIDS for this worker is in use")
+        try:
+            return await self._start(network, uid)
+        except BaseException:
+            if uid is not None and self.uids is not None:
+                self.uids.release(uid)
+            raise
+
+    async def _start(self, network: bool, uid: int | None) -> _Node:
+        assert self.binary is not None
         run_dir = tempfile.mkdtemp(prefix="run-", dir=self._run_root)
+        if uid is not None:
+            os.chown(run_dir, uid, uid)
         env = self.settings.run_environment(enable_network=True)
         env["HOME"] = env["TMPDIR"] = run_dir
         code_r, code_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         argv = [self.binary.path, str(BOOTSTRAP), str(code_r)]
-        if self.confinement is not None:
-            argv = launcher_argv(self.confinement, run_dir, network, argv)
+        if self.confinement is not None or uid is not None:
+            argv = launcher_argv(self.confinement, run_dir, network, uid, argv)
         try:
             process = SpawnedProcess.start(
                 argv,
@@ -212,10 +270,10 @@ class NodePool:
             for fd in (code_r, out_w, err_w):
                 os.close(fd)
         self.spawned += 1
-        node = _Node(process, code_w, out_r, err_r, run_dir)
+        node = _Node(process, code_w, out_r, err_r, run_dir, uid)
         try:
             # The process is still waiting for its code, so the limits are in place before any of it runs.
-            self.limits.apply(per_run_uid=False, pid=process.pid)
+            self.limits.apply(per_run_uid=uid is not None, pid=process.pid)
         except OSError as exc:
             await self._stop(node)
             raise ExecutorError(f"cannot limit the node process: {exc}") from exc
@@ -250,7 +308,12 @@ class NodePool:
         node.kill_group()
         node.discard()
         await node.process.wait()
-        shutil.rmtree(node.run_dir, ignore_errors=True)
+        await asyncio.get_running_loop().run_in_executor(None, _clean_up_after, node.run_dir, node.uid)
+        self._release(node)
+
+    def _release(self, node: _Node) -> None:
+        if node.uid is not None and self.uids is not None:
+            self.uids.release(node.uid)
 
     async def rewarm(self) -> None:
         """Nothing to re-warm: every run starts a fresh node."""

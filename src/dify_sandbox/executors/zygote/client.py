@@ -30,10 +30,10 @@ from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.zygote.isolation import Isolation
-from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, Frame, Op
+from dify_sandbox.executors.zygote.protocol import FLAG_NETWORK, FRAME_BYTES, Frame, Op, spawn_value
 from dify_sandbox.executors.zygote.run_state import RunState
-from dify_sandbox.executors.zygote.server import FLAG_NETWORK
 from dify_sandbox.metrics import SandboxMetrics
+from dify_sandbox.run_uids import RunUids, kill_uids
 
 __all__ = ["ZygoteExecutor", "ZygoteProcess"]
 
@@ -57,10 +57,13 @@ class ZygoteProcess:
         preload_modules: list[str],
         on_death: Callable[[ZygoteProcess], None],
         confinement: Confinement | None = None,
+        uids: RunUids | None = None,
     ):
         self.settings = settings
         self.preload_modules = preload_modules
         self.confinement = confinement
+        self.uids = uids
+        self._run_uids: dict[int, int] = {}  # run id -> its own uid, until the zygote reports the exit
         self._on_death = on_death
         self._loop = asyncio.get_running_loop()
         self._runs: dict[int, RunState] = {}
@@ -88,7 +91,7 @@ class ZygoteProcess:
             "env_online": self.settings.run_environment(enable_network=True),
             "env_offline": self.settings.run_environment(enable_network=False),
             "limits": RunLimits.from_settings(self.settings).to_dict(),
-            "uid_range": self.settings.run_uid_range,
+            "uid_range": (self.uids.first, self.uids.last) if self.uids is not None else None,
             "confinement": self.confinement.to_dict() if self.confinement is not None else None,
         }
         env = self.settings.run_environment(enable_network=True)
@@ -135,7 +138,14 @@ class ZygoteProcess:
         if not self.alive:
             raise ZygoteUnavailableError("the zygote is not running")
         loop = self._loop
+        uid = None
+        if self.uids is not None and self.isolation is not None and self.isolation.per_run_uids:
+            uid = self.uids.acquire()
+            if uid is None:
+                raise ExecutorError("no free run uid: every uid of SANDBOX_RUN_UIDS for this worker is in use")
         run_id = next(self._ids)
+        if uid is not None:
+            self._run_uids[run_id] = uid
         run = RunState(loop)
         preload_bytes = preload.encode("utf-8", "surrogatepass")
         payload = preload_bytes + request.code.encode("utf-8", "surrogatepass")
@@ -147,7 +157,9 @@ class ZygoteProcess:
         self.idle.clear()
         started = loop.time()
         flags = FLAG_NETWORK if request.enable_network else 0
-        self._send(Frame(Op.SPAWN, run_id, flags, len(preload_bytes)), [code_r, out_w, err_w, status_w])
+        self._send(
+            Frame(Op.SPAWN, run_id, spawn_value(flags, uid), len(preload_bytes)), [code_r, out_w, err_w, status_w]
+        )
         limit = self.settings.output_limit_bytes
         run.stdout = PipeReader(loop, out_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
         run.stderr = PipeReader(loop, err_r, limit, lambda: self.kill_run(run_id), run.maybe_finish)
@@ -305,6 +317,11 @@ class ZygoteProcess:
         run = self._runs.pop(run_id, None)
         if run is not None and run.timer is not None:
             run.timer.cancel()
+        uid = self._run_uids.pop(run_id, None)
+        if uid is not None and self.uids is not None:
+            if run is None or run.status is None:
+                kill_uids(uid, uid)  # the zygote did not report the exit (it died): nothing else will
+            self.uids.release(uid)
         if not self._runs:
             self.idle.set()
 
@@ -361,9 +378,10 @@ def _close_fds(fds: list[int]) -> None:
 class ZygoteExecutor:
     """The fork executor: every run is a fresh child of a warm zygote (see ``README.md`` here)."""
 
-    def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None) -> None:
+    def __init__(self, settings: Settings, metrics: SandboxMetrics | None = None, uids: RunUids | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.uids = uids
         run_root = str(settings.run_dir or tempfile.gettempdir())
         self.confinement = plan_for(settings.isolation, avoid=[run_root, os.getcwd()])
         self._zygote: ZygoteProcess | None = None
@@ -427,7 +445,7 @@ class ZygoteExecutor:
         return modules
 
     async def _spawn(self) -> ZygoteProcess:
-        zygote = ZygoteProcess(self.settings, self._preload_modules(), self._handle_death, self.confinement)
+        zygote = ZygoteProcess(self.settings, self._preload_modules(), self._handle_death, self.confinement, self.uids)
         await zygote.start()
         return zygote
 

@@ -1,7 +1,7 @@
 """What isolates runs beyond a process group, and which of it this host allows.
 
-- **Per-run uids** (service started as root): each run gets a uid of its own from a range (the
-  official service uses 10000-10999), owns its dir, cannot read the service's files, is limited by
+- **Per-run uids** (service started as root): each run gets a uid of its own from its worker's
+  pool (``run_uids.py``), owns its dir, cannot read the service's files, is limited by
   ``RLIMIT_NPROC``, and everything it started, even outside its group, is found by uid and killed.
 - **Network namespace** (needs CAP_SYS_ADMIN): a run that asks ``enable_network: false`` gets a
   namespace with no interface up. Without it, such a run only loses the proxy settings.
@@ -14,11 +14,9 @@ Standard library only (``ctypes`` for ``unshare``): the zygote imports it.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
-import signal
 import sysconfig
 import time
 from dataclasses import dataclass
@@ -27,10 +25,8 @@ from dify_sandbox._procfs import children_of, proc_state
 
 __all__ = [
     "Isolation",
-    "UidPool",
     "drop_privileges",
     "enter_network_namespace",
-    "kill_uid",
     "now_ticks",
     "orphans",
     "probe_network_namespace",
@@ -57,27 +53,6 @@ class Isolation:
     def from_bits(cls, bits: int) -> Isolation:
         """Inverse of :meth:`to_bits`."""
         return cls(per_run_uids=bool(bits & 1), network_namespace=bool(bits & 2), subreaper=bool(bits & 4))
-
-
-class UidPool:
-    """Hands out uids from a range so that no two in-flight runs share one."""
-
-    def __init__(self, first: int, last: int) -> None:
-        self._free = list(range(last, first - 1, -1))
-        self._busy: set[int] = set()
-
-    def acquire(self) -> int | None:
-        """A uid no in-flight run has, or None when the range is exhausted."""
-        if not self._free:
-            return None
-        uid = self._free.pop()
-        self._busy.add(uid)
-        return uid
-
-    def release(self, uid: int) -> None:
-        """Returns a uid once nothing of its run is left."""
-        self._busy.discard(uid)
-        self._free.insert(0, uid)
 
 
 def _unshare(flags: int) -> bool:
@@ -140,29 +115,6 @@ def drop_privileges(uid: int) -> None:
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
-
-
-def kill_uid(uid: int, rounds: int = 50) -> int:
-    """SIGKILLs every process owned by ``uid`` (a run's leftovers, wherever they went).
-
-    Scans again until a scan finds nothing alive, so a fork bomb cannot outrun it; returns the
-    number of processes killed.
-    """
-    killed = 0
-    for _ in range(rounds):
-        found = 0
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                state = proc_state(entry.name)
-                if entry.stat().st_uid == uid and state is not None and state.state != "Z":
-                    os.kill(int(entry.name), signal.SIGKILL)
-                    found += 1
-        killed += found
-        if not found:
-            break
-    return killed
 
 
 def now_ticks() -> int:

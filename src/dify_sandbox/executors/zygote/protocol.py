@@ -8,13 +8,16 @@ Every frame is one fixed-size datagram (``SEQPACKET`` keeps the boundaries), big
     +------+------+----------------+------------------------+----------------+
 
     op  direction        value              aux                 ancillary data
-    S   worker→zygote    flags              preload length      SCM_RIGHTS [code_r, stdout_w, stderr_w, status_w]
+    S   worker→zygote    flags | uid        preload length      SCM_RIGHTS [code_r, stdout_w, stderr_w, status_w]
     K   worker→zygote    -                  -                   -            kill the run's group
     P   worker→zygote    nonce              -                   -            ping
     R   zygote→worker    zygote pid         modules preloaded   -            ready (sent once; run id = isolation bits)
     x   zygote→worker    child pid          wait status         -            exited (group killed, dir removed)
     f   zygote→worker    -                  errno               -            fork failed
     p   zygote→worker    nonce              -                   -            pong
+
+A spawn's value holds the run's flags in its low 16 bits and, above them, the run's own uid plus
+one (0: the run has no uid of its own; see ``run_uids.py``).
 
 The code travels on its own pipe (never argv), written by the worker while the child reads it,
 so the zygote never copies it and a several-MB snippet costs the zygote nothing. The child
@@ -32,12 +35,25 @@ from typing import Final
 
 from dify_sandbox.errors import ProtocolError
 
-__all__ = ["FRAME_BYTES", "SPAWN_FDS", "STATUS", "Frame", "Op"]
+__all__ = ["FLAG_NETWORK", "FRAME_BYTES", "SPAWN_FDS", "STATUS", "Frame", "Op", "spawn_uid", "spawn_value"]
 
 _FRAME: Final = struct.Struct("!c3xQqi")
 FRAME_BYTES: Final = _FRAME.size
 SPAWN_FDS: Final = 4  # code read end, stdout write end, stderr write end, status write end
 STATUS: Final = struct.Struct("!i")
+FLAG_NETWORK: Final = 1
+_FLAG_BITS: Final = 16
+
+
+def spawn_value(flags: int, uid: int | None) -> int:
+    """A spawn frame's value: the run's flags and its own uid (None: the service's)."""
+    return flags | (0 if uid is None else uid + 1) << _FLAG_BITS
+
+
+def spawn_uid(value: int) -> tuple[int, int | None]:
+    """Inverse of :func:`spawn_value`: (flags, uid or None)."""
+    uid = (value >> _FLAG_BITS) - 1
+    return value & ((1 << _FLAG_BITS) - 1), None if uid < 0 else uid
 
 
 class Op:

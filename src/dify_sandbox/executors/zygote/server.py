@@ -42,18 +42,16 @@ from dify_sandbox.executors.zygote.child import (
 )
 from dify_sandbox.executors.zygote.isolation import (
     Isolation,
-    UidPool,
-    kill_uid,
     now_ticks,
     orphans,
     probe_network_namespace,
     unreadable_for,
 )
-from dify_sandbox.executors.zygote.protocol import FRAME_BYTES, SPAWN_FDS, Frame, Op
+from dify_sandbox.executors.zygote.protocol import FLAG_NETWORK, FRAME_BYTES, SPAWN_FDS, Frame, Op, spawn_uid
+from dify_sandbox.run_uids import kill_uids
 
-__all__ = ["FLAG_NETWORK", "ZygoteConfig", "ZygoteServer", "main"]
+__all__ = ["ZygoteConfig", "ZygoteServer", "main"]
 
-FLAG_NETWORK = 1
 # Orphans are looked for after a reap, at most this often (seconds).
 SWEEP_INTERVAL = 0.05
 # What the zygote tells a spare along with the run's fds: uid (-1: none), flags, preload length.
@@ -70,7 +68,7 @@ class ZygoteConfig:
     env_online: dict[str, str] = field(default_factory=dict)
     env_offline: dict[str, str] = field(default_factory=dict)
     limits: RunLimits = field(default_factory=RunLimits)
-    uid_range: tuple[int, int] | None = None  # per-run uids; only when the zygote runs as root
+    uid_range: tuple[int, int] | None = None  # the worker's per-run uids; only when the zygote runs as root
     confinement: Confinement | None = None  # Landlock and seccomp for every run; None: off
 
     @classmethod
@@ -129,7 +127,7 @@ class ZygoteServer:
         self.last_sweep = 0.0
         self.sweep_pending = False
         self.spare: _Spare | None = None
-        self.uids = UidPool(*config.uid_range) if config.uid_range else None
+        self.per_run_uids = config.uid_range is not None  # the worker picks each run's uid
         self.isolation = Isolation(per_run_uids=False, network_namespace=False, subreaper=False)
         self.env_online = EnvironmentChanges.towards(config.env_online)
         self.env_offline = EnvironmentChanges.towards(config.env_offline)
@@ -161,14 +159,14 @@ class ZygoteServer:
             problem = unreadable_for(self.config.uid_range[0])
             if problem is not None:
                 log("Per-run users disabled: Python is not readable by them", "warning", path=problem)
-                self.uids = None
-        if self.uids is not None:
-            # Runs (other uids) may enter and remove only their own dir: traverse, no listing, sticky.
-            os.chmod(self.config.run_root, 0o1733)  # noqa: S103 - like /tmp, by design
+                self.per_run_uids = False
+        if self.per_run_uids:
+            # Runs (other uids) may enter only their own dir, made for them: traverse, no listing, no creating.
+            os.chmod(self.config.run_root, 0o711)  # noqa: S103 - traverse only, by design
         if self.confinement is not None:
             RunConfinement.prepare_process()  # no_new_privs, inherited by every child
         self.isolation = Isolation(
-            per_run_uids=self.uids is not None,
+            per_run_uids=self.per_run_uids,
             # Without the syscall filter's offline rules, an offline run needs a namespace of its own.
             network_namespace=not (self.confinement and self.confinement.closes_network) and probe_network_namespace(),
             subreaper=become_subreaper(),
@@ -246,26 +244,24 @@ class ZygoteServer:
             _close_all(fds)
             self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EBADF))
             return
-        uid = self.uids.acquire() if self.uids is not None else None
-        if self.uids is not None and uid is None:
+        flags, uid = spawn_uid(frame.value)
+        if uid is not None and not (self.per_run_uids and _within(uid, self.config.uid_range)):
             _close_all(fds)
-            log("No free run uid", "error")
-            self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EAGAIN))
+            log("Run uid refused", "error", uid=uid)
+            self.send(Frame(Op.FAILED, frame.run_id, aux=errno.EPERM))
             return
         started = now_ticks()
-        pid = self.hand_to_spare(fds, uid, frame.value, frame.aux)
+        pid = self.hand_to_spare(fds, uid, flags, frame.aux)
         if pid is None:
             try:
                 pid = fork()
             except OSError as exc:
                 _close_all(fds)
-                if uid is not None and self.uids is not None:
-                    self.uids.release(uid)
                 log("Fork failed", "error", error=str(exc))
                 self.send(Frame(Op.FAILED, frame.run_id, aux=exc.errno or 0))
                 return
             if pid == 0:
-                run_child(self.child_spec(fds, uid, frame.value, frame.aux))
+                run_child(self.child_spec(fds, uid, flags, frame.aux))
         _close_all(fds)
         self.runs[pid] = _RunState(frame.run_id, uid, started)
         self.pids[frame.run_id] = pid
@@ -309,7 +305,7 @@ class ZygoteServer:
             return
         if pid == 0:
             ours.close()
-            wait_as_spare(theirs, self.spec_from_handoff, self.enter_run_ahead if self.uids is None else None)
+            wait_as_spare(theirs, self.spec_from_handoff, None if self.per_run_uids else self.enter_run_ahead)
         theirs.close()
         self.spare = _Spare(pid, ours)
 
@@ -322,7 +318,7 @@ class ZygoteServer:
         uid, flags, preload_bytes = HANDOFF.unpack(data)
         if len(fds) != SPAWN_FDS:
             raise OSError(errno.EBADF, f"{len(fds)} fds handed over, expected {SPAWN_FDS}")
-        return self.child_spec(fds, None if uid < 0 else uid, flags, preload_bytes, entered=self.uids is None)
+        return self.child_spec(fds, None if uid < 0 else uid, flags, preload_bytes, entered=not self.per_run_uids)
 
     def hand_to_spare(self, fds: list[int], uid: int | None, flags: int, preload_bytes: int) -> int | None:
         """Gives a run to the spare child; its pid, or None when there is no spare to take it."""
@@ -395,17 +391,16 @@ class ZygoteServer:
             _, status = os.waitpid(pid, 0)
             if run is not None:
                 self.clean_up_after(pid, run, status)
-            elif self.uids is None:
-                self.remove_run_dir(pid)  # a spare that died before its run: it made its dir ahead
+            else:
+                self.remove_run_dir(pid)  # a spare that died before its run may have made its dir ahead
 
     def clean_up_after(self, pid: int, run: _RunState, status: int) -> None:
         """Kills what the run left outside its group, frees its uid and dir, reports the exit."""
         del self.pids[run.run_id]
-        if run.uid is not None and self.uids is not None:
+        if run.uid is not None:
             # The child usually killed its uid's other processes itself, but a crash or os._exit
-            # skips that, and a uid is reused only once nothing of it is left.
-            kill_uid(run.uid)
-            self.uids.release(run.uid)
+            # skips that, and the worker reuses a uid as soon as this frame reports the exit.
+            kill_uids(run.uid, run.uid)
         self.remove_run_dir(pid)
         self.send(Frame(Op.EXITED, run.run_id, value=pid, aux=status))
 
@@ -451,6 +446,10 @@ class ZygoteServer:
 def _kill(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def _within(uid: int, uid_range: tuple[int, int] | None) -> bool:
+    return uid_range is not None and uid_range[0] <= uid <= uid_range[1]
 
 
 def _close_all(fds: list[int]) -> None:
