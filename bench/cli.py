@@ -4,6 +4,8 @@ Targets are absolute, but the figures that matter are the ratios measured in the
 executor's reference, P3 and N1 against a fresh interpreter), because the reference machine is shared and noisy.
 One server runs at a time: per executor of ``--executors``, its reference first, then its server and the
 scenarios measured per executor; the scenarios measured once (P2, N1, N2) run against the first executor's server.
+With ``--isolations``, each executor gets one server per ``SANDBOX_ISOLATION`` value, one after the other, and
+the per-executor scenarios get a column per (executor, isolation).
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.context import BenchContext, Scenario
-from bench.report import RESULTS_DIR, ScenarioResult, render_table, write_json
+from bench.ratios import isolation_costs, reference_ratios
+from bench.report import RESULTS_DIR, ScenarioResult, render_table, server_label, write_json
 from bench.scenarios import SCENARIOS
 from bench.server import Server, ServerStartError
 from bench.wrk import WrkError, ensure_wrk
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXECUTORS = ("fork", "thread")
+ISOLATIONS = ("off", "best-effort", "strict")  # the values of SANDBOX_ISOLATION
 
 
 def env_item(text: str) -> tuple[str, str]:
@@ -37,12 +42,16 @@ def env_item(text: str) -> tuple[str, str]:
     return name, value
 
 
-def executor_list(text: str) -> list[str]:
-    names = list(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
-    unknown = [name for name in names if name not in EXECUTORS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(EXECUTORS)}, got {text!r}")
-    return names
+def choice_list(choices: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: a non-empty comma list of ``choices``, duplicates dropped, in the order given."""
+
+    def parse(text: str) -> list[str]:
+        names = list(dict.fromkeys(name.strip().lower() for name in text.split(",") if name.strip()))
+        if not names or any(name not in choices for name in names):
+            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(choices)}, got {text!r}")
+        return names
+
+    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,10 +62,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--executors",
         "--executor",
-        type=executor_list,
+        type=choice_list(EXECUTORS),
         default=list(EXECUTORS),
         metavar="LIST",
         help="SANDBOX_EXECUTOR of each server, in turn (default fork,thread)",
+    )
+    parser.add_argument(
+        "--isolations",
+        type=choice_list(ISOLATIONS),
+        default=[],
+        metavar="LIST",
+        help=f"SANDBOX_ISOLATION values ({', '.join(ISOLATIONS)}): one server per executor and value, side by side "
+        "(default: one server per executor, with the server's default)",
     )
     parser.add_argument(
         "--server-env",
@@ -82,23 +99,30 @@ def select(only: str) -> list[Scenario]:
 
 @dataclass(slots=True)
 class Phase:
-    """What runs for one executor: references without a server, then its server and the scenarios against it."""
+    """What runs for one server: references without a server, then the server and the scenarios against it."""
 
     executor: str
+    isolation: str | None = None  # SANDBOX_ISOLATION; None leaves the server's default
     references: list[Scenario] = field(default_factory=list)
     on_server: list[Scenario] = field(default_factory=list)
 
+    @property
+    def label(self) -> str:
+        return server_label(self.executor, self.isolation)
 
-def plan(scenarios: list[Scenario], executors: list[str], explicit: bool) -> list[Phase]:
-    """One phase per executor. A reference whose executor is not measured runs first when named in ``--only``,
-    and is skipped otherwise (it would form no ratio)."""
-    phases = [Phase(executor) for executor in executors]
+
+def plan(scenarios: list[Scenario], executors: list[str], isolations: list[str], explicit: bool) -> list[Phase]:
+    """One phase per executor, or per executor and isolation. A reference runs before its executor's first
+    server; one whose executor is not measured runs first when named in ``--only``, and is skipped otherwise (it
+    would form no ratio)."""
+    settings: list[str | None] = [*isolations] or [None]
+    phases = [Phase(executor, isolation) for executor in executors for isolation in settings]
     for scenario in scenarios:
         if scenario.needs_server:
             for phase in phases if scenario.per_executor else phases[:1]:
                 phase.on_server.append(scenario)
         elif scenario.reference_for in executors:
-            phases[executors.index(scenario.reference_for)].references.append(scenario)
+            next(p for p in phases if p.executor == scenario.reference_for).references.append(scenario)
         elif explicit:
             phases[0].references.insert(0, scenario)
         else:
@@ -128,6 +152,7 @@ def collect_meta(args: argparse.Namespace) -> dict[str, Any]:
         "argv": sys.argv[1:],
         "duration": args.duration,
         "executors": args.executors,
+        "isolations": args.isolations,
         "server_env": dict(args.server_env),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -137,7 +162,7 @@ def collect_meta(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_one(scenario: Scenario, ctx: BenchContext) -> ScenarioResult:
-    where = f" [{ctx.executor}]" if ctx.server is not None else ""
+    where = f" [{server_label(ctx.executor, ctx.isolation)}]" if ctx.server is not None and ctx.executor else ""
     print(f"running {scenario.name}{where}: {scenario.title} ...", flush=True)
     started = time.perf_counter()
     try:
@@ -146,41 +171,47 @@ def run_one(scenario: Scenario, ctx: BenchContext) -> ScenarioResult:
         result = ScenarioResult(scenario.name, scenario.title, error=f"{type(exc).__name__}: {exc}")
         result.details["traceback"] = traceback.format_exc()
     if scenario.per_executor:
-        result.executor = ctx.executor
+        result.executor, result.isolation = ctx.executor, ctx.isolation
     if scenario.needs_server:
         result.details["server_executor"] = ctx.executor
+        if ctx.isolation is not None:
+            result.details["server_isolation"] = ctx.isolation
     result.details["scenario_seconds"] = time.perf_counter() - started
     return result
 
 
+def failed(scenario: Scenario, phase: Phase, error: str) -> ScenarioResult:
+    """The result of a scenario that could not run on the phase's server, in that server's column."""
+    executor, isolation = (phase.executor, phase.isolation) if scenario.per_executor else (None, None)
+    return ScenarioResult(scenario.name, scenario.title, error=error, executor=executor, isolation=isolation)
+
+
 def run_phase(phase: Phase, args: argparse.Namespace, stamp: str, meta: dict[str, Any]) -> list[ScenarioResult]:
     """The phase's references, then its server: started, used by its scenarios, stopped before the next phase."""
-    python = sys.executable
+    python, label = sys.executable, phase.label
     ctx = BenchContext(duration=args.duration, python=python, server=None, executor=phase.executor, stamp=stamp)
     results = [run_one(scenario, ctx) for scenario in phase.references]
     if not phase.on_server:
         return results
     env = {**dict(args.server_env), "SANDBOX_EXECUTOR": phase.executor}
-    server = Server(python, RESULTS_DIR / f"{stamp}-server-{phase.executor}.log", env)
-    print(f"starting the {phase.executor} server on port {server.port} (log: {server.log_path})", flush=True)
+    if phase.isolation is not None:
+        env["SANDBOX_ISOLATION"] = phase.isolation
+    server = Server(python, RESULTS_DIR / f"{stamp}-server-{label.replace('/', '-')}.log", env)
+    print(f"starting the {label} server on port {server.port} (log: {server.log_path})", flush=True)
     try:
         server.start()
     except ServerStartError as exc:
-        meta.setdefault("server_start_failures", {})[phase.executor] = str(exc)
-        print(f"the {phase.executor} server did not start: {exc}", file=sys.stderr)
+        meta.setdefault("server_start_failures", {})[label] = str(exc)
+        print(f"the {label} server did not start: {exc}", file=sys.stderr)
         server.stop()
-        error = f"ServerStartError: the {phase.executor} server did not start"
-        return results + [
-            ScenarioResult(s.name, s.title, error=error, executor=phase.executor if s.per_executor else None)
-            for s in phase.on_server
-        ]
+        error = f"ServerStartError: the {label} server did not start"
+        return results + [failed(s, phase, error) for s in phase.on_server]
     try:
-        ctx = BenchContext(args.duration, python, server, executor=phase.executor, stamp=stamp)
+        ctx = BenchContext(args.duration, python, server, phase.executor, stamp, isolation=phase.isolation)
         for scenario in phase.on_server:
             if (status := server.exit_status()) is not None:
-                gone = f"the {phase.executor} server had exited with status {status} (see {server.log_path})"
-                tag = phase.executor if scenario.per_executor else None
-                results.append(ScenarioResult(scenario.name, scenario.title, error=gone, executor=tag))
+                gone = f"the {label} server had exited with status {status} (see {server.log_path})"
+                results.append(failed(scenario, phase, gone))
                 continue
             # Each scenario starts on an idle server, not beside the runs the previous one left in flight.
             waited = server.wait_idle()
@@ -189,41 +220,16 @@ def run_phase(phase: Phase, args: argparse.Namespace, stamp: str, meta: dict[str
             if (status := server.exit_status()) is not None:
                 # Its figures would describe a server that stopped (or was signalled by another job) mid-way.
                 result.error = result.error or (
-                    f"the {phase.executor} server exited during this scenario with status {status} "
-                    f"(see {server.log_path})"
+                    f"the {label} server exited during this scenario with status {status} (see {server.log_path})"
                 )
             results.append(result)
     finally:
-        meta.setdefault("server_exit_status", {})[phase.executor] = server.stop()
+        meta.setdefault("server_exit_status", {})[label] = server.stop()
     return results
 
 
-def reference_ratios(results: list[ScenarioResult]) -> list[ScenarioResult]:
-    """P1 of each executor against its reference: runs/s and CPU per run, both as ratios."""
-    by_key = {r.key: r for r in results}
-    ratios = []
-    for scenario in SCENARIOS:
-        executor = scenario.reference_for
-        reference, p1 = by_key.get(scenario.name), by_key.get(f"P1[{executor}]")
-        if executor is None or reference is None or p1 is None or reference.error or p1.error:
-            continue
-        p1_rate, reference_rate = p1.value("runs/s"), reference.value("runs/s")
-        if not isinstance(p1_rate, float) or not isinstance(reference_rate, float):
-            continue
-        ratio = ScenarioResult(
-            f"P1[{executor}]/{scenario.name}", f"{executor} throughput as a share of the {scenario.title}"
-        )
-        ratio.add("runs/s ratio", p1_rate / reference_rate, "x")
-        p1_cpu = p1.value("server CPU per run")
-        reference_cpu = reference.value("CPU per run") or reference.value("server CPU per run")
-        if isinstance(p1_cpu, float) and isinstance(reference_cpu, float):
-            ratio.add("CPU per run ratio", p1_cpu / reference_cpu, "x")
-        ratios.append(ratio)
-    return ratios
-
-
 def table_order(results: list[ScenarioResult]) -> list[ScenarioResult]:
-    """Scenarios in declaration order (executors side by side), then anything else (the ratios) as run."""
+    """Scenarios in declaration order (servers side by side), then anything else as run."""
     rank = {s.name: i for i, s in enumerate(SCENARIOS)}
     return sorted(results, key=lambda r: rank.get(r.name, len(rank)))
 
@@ -243,11 +249,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     results: list[ScenarioResult] = []
-    for phase in plan(scenarios, args.executors, explicit=bool(args.only)):
+    for phase in plan(scenarios, args.executors, args.isolations, explicit=bool(args.only)):
         results += run_phase(phase, args, stamp, meta)
     meta["wrk"] = wrk_version()
     meta["loadavg_at_end"] = os.getloadavg()
-    results = table_order(results) + reference_ratios(results)
+    results = table_order(results) + reference_ratios(results, SCENARIOS) + isolation_costs(results, args.isolations)
 
     print()
     print(render_table(results))

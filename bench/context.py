@@ -18,6 +18,7 @@ class BenchContext:
     server: Server | None
     executor: str | None = None  # SANDBOX_EXECUTOR of ``server``
     stamp: str = "bench"  # the run's timestamp, which names its files in bench/results/
+    isolation: str | None = None  # SANDBOX_ISOLATION of ``server``; None when left to the server's default
 
     def require_server(self) -> Server:
         if self.server is None:

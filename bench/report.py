@@ -44,11 +44,18 @@ class ScenarioResult:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     executor: str | None = None  # set when the scenario runs once per executor
+    isolation: str | None = None  # with ``executor``: the server's SANDBOX_ISOLATION, when ``--isolations`` set it
+
+    @property
+    def variant(self) -> str | None:
+        """The column this result goes in: ``fork``, or ``fork/off`` when the isolation was set."""
+        return server_label(self.executor, self.isolation) if self.executor else None
 
     @property
     def key(self) -> str:
-        """Unique within a run: ``P1[fork]`` and ``P1[thread]`` side by side, plain ``P2`` when run once."""
-        return f"{self.name}[{self.executor}]" if self.executor else self.name
+        """Unique within a run: ``P1[fork]`` and ``P1[thread]`` (or ``P1[fork/off]``) side by side, plain ``P2``
+        when run once."""
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
 
     def add(self, *args: Any, **kwargs: Any) -> Metric:
         metric = Metric(*args, **kwargs)
@@ -65,6 +72,11 @@ class ScenarioResult:
             return False
         verdicts = [m.ok for m in self.metrics if m.ok is not None]
         return all(verdicts) if verdicts else None
+
+
+def server_label(executor: str, isolation: str | None) -> str:
+    """What tells a server of the run from the others: its executor, and its isolation when one was set."""
+    return f"{executor}/{isolation}" if isolation else executor
 
 
 def _verdict(ok: bool | None) -> str:
@@ -90,17 +102,18 @@ def _cells(metric: Metric | None) -> list[str]:
 def _block(group: list[ScenarioResult], name_width: int) -> list[str]:
     """A heading line, errors, then one row per metric with (value, target, verdict) per result of the group."""
     first = group[0]
-    per_executor = len(group) > 1 or first.executor is not None
+    per_executor = len(group) > 1 or first.variant is not None
     if per_executor:
-        verdicts = ", ".join(f"{r.executor} {_verdict(r.passed)}".rstrip() for r in group)
+        verdicts = ", ".join(f"{r.variant} {_verdict(r.passed)}".rstrip() for r in group)
         lines = [f"{first.name}: {first.title}  [{verdicts}]"]
     else:
         verdict = _verdict(first.passed)
-        server = f" ({first.details['server_executor']} server)" if first.details.get("server_executor") else ""
+        executor, isolation = first.details.get("server_executor"), first.details.get("server_isolation")
+        server = f" ({server_label(executor, isolation)} server)" if executor else ""
         lines = [f"{first.name}: {first.title}{server}" + (f"  [{verdict}]" if verdict else "")]
     for result in group:
         if result.error is not None:
-            where = f" [{result.executor}]" if per_executor else ""
+            where = f" [{result.variant}]" if per_executor else ""
             lines.append(f"    ERROR{where} {result.error.splitlines()[0][:200]}")
     names = list(dict.fromkeys(m.name for r in group for m in r.metrics))
     rows = [
@@ -108,13 +121,13 @@ def _block(group: list[ScenarioResult], name_width: int) -> list[str]:
         for name in names
     ]
     if per_executor:
-        rows.insert(0, [""] + [c for r in group for c in (str(r.executor), "", "")])
+        rows.insert(0, [""] + [c for r in group for c in (str(r.variant), "", "")])
     return lines + (_align(rows, _widths(rows, name_width)) if rows else [])
 
 
 def render_table(results: list[ScenarioResult]) -> str:
     """A plain-text table, one block per scenario name in the order of ``results``. A scenario measured once per
-    executor gets one column group (value, target, verdict) per executor, side by side."""
+    executor (and isolation) gets one column group (value, target, verdict) per server, side by side."""
     groups: dict[str, list[ScenarioResult]] = {}
     for result in results:
         groups.setdefault(result.name, []).append(result)
