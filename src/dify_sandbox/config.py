@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     grace_seconds: float | None = Field(
         None, ge=0, description="Drain limit at shutdown (default: `WORKER_TIMEOUT` + 5 s)."
     )
+    heartbeat_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A server worker whose event loop has not run this long (stopped, wedged) is killed and replaced.",
+    )
     keep_alive_seconds: float = Field(
         20.0, ge=15, description="HTTP keep-alive idle timeout; above Dify's 5 s pool expiry."
     )

@@ -10,14 +10,17 @@ signal closes the listener at once: that would refuse ``/health`` instead of ans
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
@@ -47,6 +50,8 @@ QUICK_DEATH_SECONDS = 5.0
 MAX_QUICK_DEATHS = 3
 # Seconds past the grace before the supervisor SIGKILLs a worker that would not stop.
 STOP_MARGIN = 10.0
+# A starting worker has not ticked yet; preloading heavy packages in its zygote may take this long.
+STARTUP_SILENCE_SECONDS = 180.0
 
 multiprocessing.allow_connection_pickling()
 _spawn = multiprocessing.get_context("spawn")
@@ -55,9 +60,10 @@ _spawn = multiprocessing.get_context("spawn")
 class SandboxServer(uvicorn.Server):
     """uvicorn's server with a drain phase between the first signal and closing the listener."""
 
-    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service, heartbeat: Callable[[], None]) -> None:
         super().__init__(config)
         self.service = service
+        self.heartbeat = heartbeat
         self.signalled = False
         self.drain_deadline: float | None = None
 
@@ -68,6 +74,7 @@ class SandboxServer(uvicorn.Server):
         self.signalled = True
 
     async def on_tick(self, counter: int) -> bool:
+        self.heartbeat()  # every 0.1 s while the event loop runs: a stopped or wedged worker goes quiet
         if not self.signalled and self.service.unhealthy:
             logger.error("Worker unhealthy; draining so the supervisor replaces it")
             self.signalled = True
@@ -90,8 +97,11 @@ class SandboxServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run_worker(settings: Settings, sock: socket.socket, slot: int) -> None:
-    """Entry point of one worker process: logging, then an embedded uvicorn on the shared socket."""
+def run_worker(settings: Settings, sock: socket.socket, slot: int, heartbeats: Any) -> None:
+    """Entry point of one worker process: logging, then an embedded uvicorn on the shared socket.
+
+    ``heartbeats`` is the supervisor's shared array of the workers' last tick (monotonic seconds).
+    """
     log_file = log_file_for(settings.log_file, slot) if settings.log_file else None
     configure_logging(
         settings.log_level, settings.log_format, log_file, settings.log_file_max_bytes, settings.log_file_backups
@@ -112,7 +122,11 @@ def run_worker(settings: Settings, sock: socket.socket, slot: int) -> None:
         timeout_graceful_shutdown=5,
         server_header=False,
     )
-    server = SandboxServer(config, service)
+
+    def heartbeat() -> None:
+        heartbeats[slot] = time.monotonic()
+
+    server = SandboxServer(config, service, heartbeat)
     # uvicorn restores these after serving: a late signal (the supervisor forwards one) must not
     # kill the worker while it cleans up.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -134,6 +148,8 @@ class Supervisor:
         self.stop_deadline = 0.0
         self.quick_deaths = 0
         self.exit_code = 0
+        # Each worker's last event-loop tick (CLOCK_MONOTONIC is the same in every process); 0: not yet.
+        self.heartbeats = _spawn.RawArray(ctypes.c_double, settings.workers)
 
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         # Queue only; the loop acts on it.
@@ -151,6 +167,7 @@ class Supervisor:
             self.handle_signals()
             self.reap()
             self.reap_strays()
+            self.replace_silent()
             if self.stopping and time.monotonic() > self.stop_deadline:
                 self.kill_all()
         logger.info("Stopped", exit_code=self.exit_code)
@@ -158,7 +175,10 @@ class Supervisor:
 
     def spawn(self, slot: int) -> None:
         """Starts the worker for ``slot``."""
-        process = _spawn.Process(target=run_worker, args=(self.settings, self.sock, slot), name=f"worker-{slot}")
+        self.heartbeats[slot] = 0.0
+        process = _spawn.Process(
+            target=run_worker, args=(self.settings, self.sock, slot, self.heartbeats), name=f"worker-{slot}"
+        )
         process.start()
         self.workers[slot] = (process, time.monotonic())
         logger.info("Worker started", worker=slot, worker_pid=process.pid)
@@ -208,6 +228,27 @@ class Supervisor:
                 self.forward(signal.SIGTERM)
                 continue
             self.spawn(slot)
+
+    def replace_silent(self) -> None:
+        """SIGKILLs a worker whose event loop stopped ticking (stopped, wedged); ``reap`` then replaces it."""
+        if self.stopping:
+            return  # the stop deadline covers a worker that hangs while draining
+        now = time.monotonic()
+        for slot, (process, started) in self.workers.items():
+            beat = self.heartbeats[slot]
+            silent = now - (beat or started)
+            if process.pid is None or process.exitcode is not None:
+                continue
+            if silent > (self.settings.heartbeat_seconds if beat else STARTUP_SILENCE_SECONDS):
+                logger.error(
+                    "Worker stopped answering; replacing it",
+                    worker=slot,
+                    worker_pid=process.pid,
+                    silent_s=round(silent, 1),
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGKILL)
+                self.heartbeats[slot] = now  # one kill per silence, not one per loop turn
 
     def reap_strays(self) -> None:
         """Reaps exited processes that are not workers.

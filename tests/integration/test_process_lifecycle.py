@@ -129,3 +129,34 @@ def test_starts_quickly_and_stops_promptly_when_idle(start_server):
     assert time.monotonic() - start < 3.0
     left = server.wait_no_survivors()
     assert not left, describe(left)
+
+
+def test_stopped_worker_is_replaced(start_server):
+    """Scenario: a worker stops running (SIGSTOP, as a wedged event loop would) with SANDBOX_HEARTBEAT_SECONDS=1.
+
+    1. Find the only server worker (the supervisor's child that is not the resource tracker).
+    2. SIGSTOP it: within a few seconds the supervisor kills it and starts another worker.
+    3. The new worker answers runs; the supervisor logged why it replaced the old one.
+    """
+    server = start_server(SANDBOX_HEARTBEAT_SECONDS=1)
+    assert server.run_ok('print("warm")')["stdout"] == "warm\n"
+
+    def workers() -> list[psutil.Process]:
+        return [
+            child
+            for child in psutil.Process(server.proc.pid).children()
+            if "resource_tracker" not in " ".join(child.cmdline())
+        ]
+
+    (worker,) = workers()
+    worker.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_for(lambda: not alive(worker), 10), "the stopped worker was not killed"
+    finally:
+        if alive(worker):
+            worker.send_signal(signal.SIGCONT)
+    assert wait_for(lambda: server.health_status() == 200, 15), server.output()
+    assert server.run_ok('print("again")')["stdout"] == "again\n"
+    (replacement,) = workers()
+    assert replacement.pid != worker.pid
+    assert "Worker stopped answering; replacing it" in server.stderr_text()
