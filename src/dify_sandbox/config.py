@@ -206,6 +206,11 @@ class Settings(BaseSettings):
         pattern=r"^(\d+-\d+)?$",
         description="uid range for per-run users when the service runs as root; empty = all runs as the service user.",
     )
+    max_disk_bytes: int = Field(
+        1024 * 1024 * 1024,
+        ge=0,
+        description="Bytes a run may keep in its own dir (files and dirs); past it the run is killed. 0 = unlimited.",
+    )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest request body; Dify's inputs ride inside `code`."
     )

@@ -25,7 +25,13 @@ def _isolation(harness: Harness) -> Isolation:
 @pytest.fixture(scope="module")
 def limited() -> Iterator[Harness]:
     harness = Harness(
-        "fork", memory_limit_mb=512, max_file_size_mb=1, max_open_files=64, cpu_limit_seconds=1, max_processes=64
+        "fork",
+        memory_limit_mb=512,
+        max_file_size_mb=1,
+        max_open_files=64,
+        cpu_limit_seconds=1,
+        max_processes=64,
+        max_disk_bytes=4 * 1024 * 1024,
     )
     yield harness
     harness.close()
@@ -70,6 +76,21 @@ def test_open_files_limit_is_named(limited: Harness) -> None:
     """Opening more files than allowed ends the run with 'open files limit exceeded'."""
     result = limited.run("files = [open(f'f{i}', 'w') for i in range(200)]")
     assert "error: open files limit exceeded" in result.error
+
+
+@pytest.mark.parametrize(
+    ("what", "code"),
+    [
+        ("files", "import os\nfor i in range(100):\n    open(f'f{i}', 'wb').write(os.urandom(512 * 1024))"),
+        ("inodes", "import os\nfor i in range(10 ** 6):\n    os.mkdir(f'd{i}')"),
+    ],
+)
+def test_disk_budget_is_named(limited: Harness, what: str, code: str) -> None:
+    """A run writing past SANDBOX_MAX_DISK_BYTES (big files, or a flood of dirs) is killed, named as the disk limit."""
+    result = limited.run(code + "\nimport time\ntime.sleep(10)", timeout=8)
+    assert result.exit_code == -1, result
+    assert not result.timed_out, result
+    assert "error: disk limit exceeded" in result.error
 
 
 def test_cpu_limit_is_named(limited: Harness) -> None:

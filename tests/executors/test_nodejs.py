@@ -375,3 +375,17 @@ def test_falls_back_to_the_wheel_binary(monkeypatch: pytest.MonkeyPatch, tmp_pat
         result = node.run("console.log(process.execPath)")
     assert result.error == ""
     assert Path(result.stdout.strip()).resolve() == wheel_node.resolve()
+
+
+def test_disk_budget_kills_a_node_run() -> None:
+    """A node run that writes past SANDBOX_MAX_DISK_BYTES is killed, named as the disk limit."""
+    code = (
+        "const fs = require('fs');\n"
+        "for (let i = 0; i < 100; i++) fs.writeFileSync(`f${i}`, Buffer.alloc(512 * 1024, 1));\n"
+        "setInterval(() => {}, 1000);\n"
+    )
+    with NodeHarness(max_disk_bytes=4 * 1024 * 1024) as harness:
+        result = harness.run(code, timeout=8)
+    assert result.exit_code == -1, result
+    assert not result.timed_out, result
+    assert "error: disk limit exceeded" in result.error

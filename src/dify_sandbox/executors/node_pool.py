@@ -30,6 +30,7 @@ from dify_sandbox.config import Settings
 from dify_sandbox.confinement.launch import launcher_argv
 from dify_sandbox.confinement.policy import Confinement, plan_for
 from dify_sandbox.errors import ExecutorError
+from dify_sandbox.executors._disk_budget import DiskBudget
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors._spawned import SpawnedProcess
@@ -116,6 +117,7 @@ class NodePool:
         self.uids = uids
         self.size = settings.node_pool_size
         self.limits = RunLimits.from_settings(settings)
+        self.disk = DiskBudget(settings.max_disk_bytes)
         self.unhealthy = False
         self.binary: NodeBinary | None = None
         self._error: ExecutorError | None = None
@@ -181,7 +183,7 @@ class NodePool:
     async def _run_in(self, node: _Node, request: RunRequest) -> RunResult:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        state = {"exited": False, "timed_out": False}
+        state = {"exited": False, "timed_out": False, "disk_limited": False}
 
         def maybe_finish() -> None:
             if state["exited"] and stdout.eof and stderr.eof and not done.done():
@@ -200,6 +202,12 @@ class NodePool:
             node.kill_group()
 
         timer = loop.call_later(request.timeout, on_timeout)
+
+        def on_disk_exceeded() -> None:
+            state["disk_limited"] = True
+            node.kill_group()
+
+        watch = self.disk.watch(lambda: node.run_dir, on_disk_exceeded)
         try:
             returncode = await node.process.wait()
             state["exited"] = True
@@ -208,12 +216,14 @@ class NodePool:
             if not done.done():
                 await asyncio.wait([done], timeout=EOF_GRACE)
         finally:
+            self.disk.unwatch(watch)
             timer.cancel()
             writer.close()
             stdout.close()
             stderr.close()
         limited = stdout.limited or stderr.limited
-        killed_by_us = state["timed_out"] or limited
+        disk_limited = state["disk_limited"] and not state["timed_out"]
+        killed_by_us = state["timed_out"] or limited or disk_limited
         return RunResult(
             stdout=stdout.text(),
             stderr=stderr.text(),
@@ -223,6 +233,7 @@ class NodePool:
             signal=-returncode if returncode < 0 and not killed_by_us else None,
             duration=loop.time() - started,
             pid=node.pid,
+            limit="disk" if disk_limited else None,
         )
 
     async def _spawn(self, network: bool = True) -> _Node:
@@ -330,6 +341,7 @@ class NodePool:
             task.cancel()
         await asyncio.gather(*self._refills, return_exceptions=True)
         await self.kill_all()
+        self.disk.close()
         idle = list(self._idle)
         self._idle.clear()
         await asyncio.gather(*(self._stop(node) for node in idle))

@@ -26,6 +26,7 @@ from dify_sandbox.config import Settings
 from dify_sandbox.confinement.policy import Confinement, plan_for
 from dify_sandbox.dependencies import import_names, read_requirements
 from dify_sandbox.errors import ExecutorError, ProtocolError, ZygoteUnavailableError
+from dify_sandbox.executors._disk_budget import DiskBudget
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.base import RunRequest, RunResult
@@ -58,11 +59,14 @@ class ZygoteProcess:
         on_death: Callable[[ZygoteProcess], None],
         confinement: Confinement | None = None,
         uids: RunUids | None = None,
+        disk: DiskBudget | None = None,
     ):
         self.settings = settings
         self.preload_modules = preload_modules
         self.confinement = confinement
         self.uids = uids
+        self.disk = disk or DiskBudget(0)
+        self.run_root = ""
         self._run_uids: dict[int, int] = {}  # run id -> its own uid, until the zygote reports the exit
         self._on_death = on_death
         self._loop = asyncio.get_running_loop()
@@ -83,10 +87,12 @@ class ZygoteProcess:
     async def start(self) -> None:
         """Starts the zygote as a fresh interpreter and waits until it has preloaded its modules."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        run_root = self.settings.run_dir or Path(tempfile.gettempdir())
+        self.run_root = tempfile.mkdtemp(
+            prefix="dify-sandbox-", dir=self.settings.run_dir or Path(tempfile.gettempdir())
+        )
         config = {
             "socket_fd": theirs.fileno(),
-            "run_root": tempfile.mkdtemp(prefix="dify-sandbox-", dir=run_root),
+            "run_root": self.run_root,
             "preload_modules": self.preload_modules,
             "env_online": self.settings.run_environment(enable_network=True),
             "env_offline": self.settings.run_environment(enable_network=False),
@@ -166,9 +172,15 @@ class ZygoteProcess:
         run.watch_status(loop, status_r)
         writer = PipeWriter(loop, code_w, payload)
         run.timer = loop.call_later(request.timeout, self._on_timeout, run_id)
+        # The child's dir is named after its pid, which it reports as it starts.
+        watch = self.disk.watch(
+            lambda: os.path.join(self.run_root, f"run-{run.pid}") if run.pid else None,
+            lambda: self._on_disk_exceeded(run_id),
+        )
         try:
             await run.done
         finally:
+            self.disk.unwatch(watch)
             writer.close()
             run.close()
             if run.status is None and self.alive:
@@ -313,6 +325,12 @@ class ZygoteProcess:
         # Also after an answer given on the child's report: a snippet that forged one still dies on time.
         self.kill_run(run_id)
 
+    def _on_disk_exceeded(self, run_id: int) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and not run.done.done():
+            run.disk_limited = True
+            self.kill_run(run_id)
+
     def _forget(self, run_id: int) -> None:
         run = self._runs.pop(run_id, None)
         if run is not None and run.timer is not None:
@@ -382,6 +400,7 @@ class ZygoteExecutor:
         self.settings = settings
         self.metrics = metrics
         self.uids = uids
+        self.disk = DiskBudget(settings.max_disk_bytes)
         run_root = str(settings.run_dir or tempfile.gettempdir())
         self.confinement = plan_for(settings.isolation, avoid=[run_root, os.getcwd()])
         self._zygote: ZygoteProcess | None = None
@@ -425,6 +444,7 @@ class ZygoteExecutor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await asyncio.gather(*(zygote.close() for zygote in self._zygotes()))
+        self.disk.close()
         for task in list(self._tasks):
             task.cancel()
 
@@ -445,7 +465,9 @@ class ZygoteExecutor:
         return modules
 
     async def _spawn(self) -> ZygoteProcess:
-        zygote = ZygoteProcess(self.settings, self._preload_modules(), self._handle_death, self.confinement, self.uids)
+        zygote = ZygoteProcess(
+            self.settings, self._preload_modules(), self._handle_death, self.confinement, self.uids, self.disk
+        )
         await zygote.start()
         return zygote
 

@@ -4,7 +4,7 @@ A run is complete when the child has ended (its report on the status pipe follow
 EOF, or the zygote's wait status) and both output pipes reached EOF. The snippet can write to the
 status pipe too, so a report is a hint: only the last record counts, only a plausible one (an exit
 status 0-255, a known limit), and it never stops the wall-clock limit, which runs until the zygote
-has reaped the child. Our kills (timeout, output cap) always read as exit code -1.
+has reaped the child. Our kills (timeout, output cap, disk budget) always read as exit code -1.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class RunState:
         "_loop",
         "_status",
         "_status_fd",
+        "disk_limited",
         "done",
         "error",
         "limit",
@@ -54,6 +55,7 @@ class RunState:
         self.reported: int | None = None  # exit code the child wrote on its status pipe
         self.limit = 0  # limit code the child reported with it
         self.timed_out = False
+        self.disk_limited = False  # killed for writing past the disk budget
         self.error: ExecutorError | None = None
         self.stdout: PipeReader | None = None
         self.stderr: PipeReader | None = None
@@ -155,7 +157,7 @@ class RunState:
         assert self.stdout is not None
         assert self.stderr is not None
         limited = self.stdout.limited or self.stderr.limited
-        killed_by_us = self.timed_out or limited
+        killed_by_us = self.timed_out or limited or self.disk_limited
         if killed_by_us:
             # Whatever the child managed to report (say, a broken pipe past the cap), we killed it.
             code = EXIT_KILLED
@@ -173,5 +175,9 @@ class RunState:
             signal=-code if code < 0 and not killed_by_us else None,
             duration=duration,
             pid=self.pid,
-            limit=LIMIT_NAMES.get(self.limit) if not killed_by_us else None,
+            limit="disk"
+            if self.disk_limited and not self.timed_out
+            else LIMIT_NAMES.get(self.limit)
+            if not killed_by_us
+            else None,
         )
