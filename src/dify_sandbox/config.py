@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     allowed_syscalls: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
         validation_alias=_official("ALLOWED_SYSCALLS"),
-        description="Ignored: there is no syscall filter.",
+        description="Ignored: runs get a fixed seccomp denylist, not an allowlist.",
     )
     allowed_env_vars: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
