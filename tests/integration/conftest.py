@@ -442,13 +442,18 @@ def _default_server(session_server_factory: Callable[..., Server]) -> Server:
     return session_server_factory("default-server")
 
 
+def alive_shared(request: pytest.FixtureRequest, server: Server, name: str) -> Server:
+    """A shared server for one test: its output goes into the test's report, and the test fails fast if it died."""
+    attach(request.node, server)
+    if server.proc.poll() is not None:
+        pytest.fail(f"the {name} server has exited\n{server.output()}")
+    return server
+
+
 @pytest.fixture
 def server(request: pytest.FixtureRequest, _default_server: Server) -> Server:
     """The shared server with the default configuration (one server worker); fails fast if it died."""
-    attach(request.node, _default_server)
-    if _default_server.proc.poll() is not None:
-        pytest.fail(f"the shared server has exited\n{_default_server.output()}")
-    return _default_server
+    return alive_shared(request, _default_server, "shared")
 
 
 @pytest.fixture
@@ -481,7 +486,4 @@ def _restricted_server(session_server_factory: Callable[..., Server]) -> Server:
 @pytest.fixture
 def restricted_server(request: pytest.FixtureRequest, _restricted_server: Server) -> Server:
     """A shared server with API_KEY=secret-xyz, ENABLE_NETWORK=false, ENABLE_PRELOAD=true and WORKER_TIMEOUT=1."""
-    attach(request.node, _restricted_server)
-    if _restricted_server.proc.poll() is not None:
-        pytest.fail(f"the restricted server has exited\n{_restricted_server.output()}")
-    return _restricted_server
+    return alive_shared(request, _restricted_server, "restricted")

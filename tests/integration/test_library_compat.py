@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import Server, attach
+from .conftest import Server, alive_shared
 
 pytestmark = pytest.mark.integration
 
@@ -307,10 +307,7 @@ def _compat_server(session_server_factory: Callable[..., Server]) -> Iterator[Se
 @pytest.fixture
 def compat_server(request: pytest.FixtureRequest, _compat_server: Server) -> Server:
     """A shared server with the default settings (default isolation); fails fast if it died."""
-    attach(request.node, _compat_server)
-    if _compat_server.proc.poll() is not None:
-        pytest.fail(f"the library-compat server has exited\n{_compat_server.output()}")
-    return _compat_server
+    return alive_shared(request, _compat_server, "library-compat")
 
 
 @pytest.mark.parametrize(("language", "code", "stdout"), CASES)
