@@ -2,10 +2,14 @@
 
 Targets are absolute, but the figures that matter are the ratios measured in the same run (P1 against its
 executor's reference, P3 and N1 against a fresh interpreter), because the reference machine is shared and noisy.
-One server runs at a time: per executor of ``--executors``, its reference first, then its server and the
-scenarios measured per executor; the scenarios measured once (P2, N1, N2) run against the first executor's server.
-With ``--isolations``, each executor gets one server per ``SANDBOX_ISOLATION`` value, one after the other, and
-the per-executor scenarios get a column per (executor, isolation).
+Per executor of ``--executors``, one after the other: its reference first, then its server and the scenarios
+measured per executor; the scenarios measured once (P2, N1, N2) run against the first executor's server. A
+scenario that needs neither a server nor is a reference (``layers``) runs first of all.
+
+With ``--isolations``, each executor gets one server per ``SANDBOX_ISOLATION`` value and the per-executor
+scenarios a column per (executor, isolation). With two or more values, an executor's servers all run at once:
+P3 alternates its runs between them, and P1 runs ``--p1-rounds`` times per server, one server at a time in
+alternating order while the others stay idle, reported as the medians of its rounds.
 """
 
 from __future__ import annotations
@@ -17,22 +21,22 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.context import BenchContext, Scenario
+from bench.context import Scenario
+from bench.phases import plan, run_phase
 from bench.ratios import isolation_costs, reference_ratios
-from bench.report import RESULTS_DIR, ScenarioResult, render_table, server_label, write_json
+from bench.report import RESULTS_DIR, ScenarioResult, render_table, write_json
 from bench.scenarios import SCENARIOS
-from bench.server import Server, ServerStartError
 from bench.wrk import WrkError, ensure_wrk
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXECUTORS = ("fork", "thread")
 ISOLATIONS = ("off", "best-effort", "strict")  # the values of SANDBOX_ISOLATION
+# P1 rounds per server when servers run side by side: the median of 2 is their mean, which halves the drift.
+DEFAULT_P1_ROUNDS = 2
 
 
 def env_item(text: str) -> tuple[str, str]:
@@ -83,7 +87,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra server environment, repeatable",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--p1-rounds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with two or more --isolations: P1 rounds per server, in alternating order (default 2)",
+    )
+    args = parser.parse_args(argv)
+    if args.p1_rounds is None:
+        args.p1_rounds = DEFAULT_P1_ROUNDS if len(args.isolations) > 1 else 1
+    elif len(args.isolations) < 2:
+        parser.error("--p1-rounds needs --isolations with two or more values")
+    elif args.p1_rounds < 1:
+        parser.error("--p1-rounds must be at least 1")
+    return args
 
 
 def select(only: str) -> list[Scenario]:
@@ -95,39 +113,6 @@ def select(only: str) -> list[Scenario]:
     if unknown:
         raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(by_name)}")
     return [s for s in SCENARIOS if s.name.lower() in wanted]
-
-
-@dataclass(slots=True)
-class Phase:
-    """What runs for one server: references without a server, then the server and the scenarios against it."""
-
-    executor: str
-    isolation: str | None = None  # SANDBOX_ISOLATION; None leaves the server's default
-    references: list[Scenario] = field(default_factory=list)
-    on_server: list[Scenario] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return server_label(self.executor, self.isolation)
-
-
-def plan(scenarios: list[Scenario], executors: list[str], isolations: list[str], explicit: bool) -> list[Phase]:
-    """One phase per executor, or per executor and isolation. A reference runs before its executor's first
-    server; one whose executor is not measured runs first when named in ``--only``, and is skipped otherwise (it
-    would form no ratio)."""
-    settings: list[str | None] = [*isolations] or [None]
-    phases = [Phase(executor, isolation) for executor in executors for isolation in settings]
-    for scenario in scenarios:
-        if scenario.needs_server:
-            for phase in phases if scenario.per_executor else phases[:1]:
-                phase.on_server.append(scenario)
-        elif scenario.reference_for in executors:
-            next(p for p in phases if p.executor == scenario.reference_for).references.append(scenario)
-        elif explicit:
-            phases[0].references.insert(0, scenario)
-        else:
-            print(f"skipping {scenario.name}: the reference for {scenario.reference_for}, not in --executors")
-    return phases
 
 
 def git_revision() -> str:
@@ -153,79 +138,14 @@ def collect_meta(args: argparse.Namespace) -> dict[str, Any]:
         "duration": args.duration,
         "executors": args.executors,
         "isolations": args.isolations,
+        "side_by_side": len(args.isolations) > 1,  # an executor's servers at once: P3 interleaved, P1 in rounds
+        "p1_rounds": args.p1_rounds,
         "server_env": dict(args.server_env),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "loadavg_at_start": os.getloadavg(),
     }
-
-
-def run_one(scenario: Scenario, ctx: BenchContext) -> ScenarioResult:
-    where = f" [{server_label(ctx.executor, ctx.isolation)}]" if ctx.server is not None and ctx.executor else ""
-    print(f"running {scenario.name}{where}: {scenario.title} ...", flush=True)
-    started = time.perf_counter()
-    try:
-        result = scenario.run(ctx)
-    except Exception as exc:  # one broken scenario must not lose the figures of the others
-        result = ScenarioResult(scenario.name, scenario.title, error=f"{type(exc).__name__}: {exc}")
-        result.details["traceback"] = traceback.format_exc()
-    if scenario.per_executor:
-        result.executor, result.isolation = ctx.executor, ctx.isolation
-    if scenario.needs_server:
-        result.details["server_executor"] = ctx.executor
-        if ctx.isolation is not None:
-            result.details["server_isolation"] = ctx.isolation
-    result.details["scenario_seconds"] = time.perf_counter() - started
-    return result
-
-
-def failed(scenario: Scenario, phase: Phase, error: str) -> ScenarioResult:
-    """The result of a scenario that could not run on the phase's server, in that server's column."""
-    executor, isolation = (phase.executor, phase.isolation) if scenario.per_executor else (None, None)
-    return ScenarioResult(scenario.name, scenario.title, error=error, executor=executor, isolation=isolation)
-
-
-def run_phase(phase: Phase, args: argparse.Namespace, stamp: str, meta: dict[str, Any]) -> list[ScenarioResult]:
-    """The phase's references, then its server: started, used by its scenarios, stopped before the next phase."""
-    python, label = sys.executable, phase.label
-    ctx = BenchContext(duration=args.duration, python=python, server=None, executor=phase.executor, stamp=stamp)
-    results = [run_one(scenario, ctx) for scenario in phase.references]
-    if not phase.on_server:
-        return results
-    env = {**dict(args.server_env), "SANDBOX_EXECUTOR": phase.executor}
-    if phase.isolation is not None:
-        env["SANDBOX_ISOLATION"] = phase.isolation
-    server = Server(python, RESULTS_DIR / f"{stamp}-server-{label.replace('/', '-')}.log", env)
-    print(f"starting the {label} server on port {server.port} (log: {server.log_path})", flush=True)
-    try:
-        server.start()
-    except ServerStartError as exc:
-        meta.setdefault("server_start_failures", {})[label] = str(exc)
-        print(f"the {label} server did not start: {exc}", file=sys.stderr)
-        server.stop()
-        error = f"ServerStartError: the {label} server did not start"
-        return results + [failed(s, phase, error) for s in phase.on_server]
-    try:
-        ctx = BenchContext(args.duration, python, server, phase.executor, stamp, isolation=phase.isolation)
-        for scenario in phase.on_server:
-            if (status := server.exit_status()) is not None:
-                gone = f"the {label} server had exited with status {status} (see {server.log_path})"
-                results.append(failed(scenario, phase, gone))
-                continue
-            # Each scenario starts on an idle server, not beside the runs the previous one left in flight.
-            waited = server.wait_idle()
-            result = run_one(scenario, ctx)
-            result.details["waited_for_idle_seconds"] = waited
-            if (status := server.exit_status()) is not None:
-                # Its figures would describe a server that stopped (or was signalled by another job) mid-way.
-                result.error = result.error or (
-                    f"the {label} server exited during this scenario with status {status} (see {server.log_path})"
-                )
-            results.append(result)
-    finally:
-        meta.setdefault("server_exit_status", {})[label] = server.stop()
-    return results
 
 
 def table_order(results: list[ScenarioResult]) -> list[ScenarioResult]:

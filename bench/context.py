@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bench.report import ScenarioResult
@@ -33,8 +33,14 @@ class Scenario:
     ``needs_server`` scenarios run against the server; with ``per_executor`` they run once per executor of
     ``--executors`` (one server each, one after the other), otherwise once, against the first executor's server.
     A ``reference_for`` scenario needs no server and runs right before the server of that executor starts, so the
-    ratio it forms with that executor's P1 sees the same machine load. ``needs_wrk`` installs wrk before anything
-    is measured.
+    ratio it forms with that executor's P1 sees the same machine load. A scenario with neither runs once, before
+    any server starts. ``needs_wrk`` installs wrk before anything is measured.
+
+    With ``--isolations`` naming two or more values, an executor's servers run at once, and a ``per_executor``
+    scenario is measured in one of three ways: ``interleaved`` measures all of them in one go and returns one
+    result per server (in their order); with ``combine`` it runs ``--p1-rounds`` times per server, one server at a
+    time in alternating order, and ``combine`` turns each server's rounds into its result; otherwise it runs once
+    per server, one after the other.
     """
 
     name: str
@@ -44,3 +50,5 @@ class Scenario:
     needs_wrk: bool = False
     per_executor: bool = False
     reference_for: str | None = None
+    interleaved: Callable[[BenchContext, Sequence[Server]], list[ScenarioResult]] | None = None
+    combine: Callable[[list[ScenarioResult]], ScenarioResult] | None = None

@@ -1,7 +1,9 @@
 """Figures formed from two results of the same run, so both saw the same machine: P1 against its executor's
 reference, and each isolation setting's P1 and P3 against the baseline setting's (``--isolations``).
 
-Each comparison is a ``ScenarioResult`` of its own, in the table and the JSON like a scenario.
+Each comparison is a ``ScenarioResult`` of its own, in the table and the JSON like a scenario. With two or more
+isolation settings their servers ran side by side, so the P3 figures are from one interleaved measurement and the
+P1 figures are medians over alternating rounds (see ``bench/phases.py``).
 """
 
 from __future__ import annotations
@@ -56,9 +58,29 @@ def _pair(
     return None if first is None or second is None else (first, second)
 
 
+def _round_rates(result: ScenarioResult | None) -> list[float | None]:
+    """P1 runs/s of each round (``P1`` combined over ``--p1-rounds``); empty when it did not run in rounds."""
+    if result is None:
+        return []
+    rates = []
+    for measured in result.details.get("rounds", []):
+        value = next((m["value"] for m in measured["metrics"] if m["name"] == "runs/s"), None)
+        rates.append(float(value) if isinstance(value, int | float) and measured["error"] is None else None)
+    return rates
+
+
+def _round_ratios(by_key: dict[str, ScenarioResult], servers: tuple[str, str]) -> str | None:
+    """Round k of the first server over round k of the second, for each k: how much the ratio moved."""
+    first, second = (_round_rates(by_key.get(f"P1[{server}]")) for server in servers)
+    if len(first) < 2 or len(first) != len(second):
+        return None
+    return ", ".join("-" if a is None or not b else f"{a / b:.2f}" for a, b in zip(first, second, strict=True))
+
+
 def isolation_costs(results: list[ScenarioResult], isolations: list[str]) -> list[ScenarioResult]:
     """Each isolation against the baseline one, per executor: P1 runs/s and CPU per run as ratios, P3 latency as
-    differences. The P3 HTTP floor difference is how much the machine itself moved between the two servers."""
+    differences. The P3 HTTP floor difference is how much the machine itself moved between the two servers (next
+    to nothing once P3 is interleaved)."""
     if len(isolations) < 2:
         return []
     baseline = BASELINE_ISOLATION if BASELINE_ISOLATION in isolations else isolations[0]
@@ -74,6 +96,8 @@ def isolation_costs(results: list[ScenarioResult], isolations: list[str]) -> lis
             if p1 := _pair(by_key, "P1", "runs/s", servers):
                 ratio = p1[0] / p1[1]
                 cost.add("P1 runs/s ratio", ratio, "x", f">= {MIN_P1_RUNS_RATIO:g}", ratio >= MIN_P1_RUNS_RATIO)
+            if rounds := _round_ratios(by_key, servers):
+                cost.add("P1 runs/s ratio of each round", rounds)
             if cpu := _pair(by_key, "P1", "server CPU per run", servers):
                 cost.add("P1 server CPU per run ratio", cpu[0] / cpu[1], "x")
             if p50 := _pair(by_key, "P3", "server p50", servers):

@@ -1,7 +1,8 @@
 """The scenarios, in the order the table lists them; ``bench/cli.py`` decides the order they run in.
 
 Each reference (the bare-fork ceiling for fork, the constant-reply app for thread) runs right before the server
-of its executor starts, so the two figures that form a ratio see the same machine load.
+of its executor starts, so the two figures that form a ratio see the same machine load. ``layers`` needs
+neither a server nor an executor and runs first.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from bench.context import Scenario
 from bench.scenarios import (
     ceiling,
     constant,
+    layers,
     n1_node_latency,
     n2_node_throughput,
     p1_throughput,
@@ -25,6 +27,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     p3_latency.SCENARIO,
     n1_node_latency.SCENARIO,
     n2_node_throughput.SCENARIO,
+    layers.SCENARIO,
 )
 
 __all__ = ["SCENARIOS"]

@@ -329,8 +329,10 @@ class EscapeService:
             assert data == {"stdout": "42\n", "stderr": "", "error": "", "exit_code": 0}, (language, data)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _escape_service(image_venv: Path) -> Iterator[EscapeService]:
+    # Package scope: the service stops when this tier ends, so its processes are never taken for
+    # leaks (or pool members) by the tiers after it.
     # pytest's temp dirs are 0700 root: uid 1000 could not reach a workdir inside them.
     home = Path(tempfile.mkdtemp(prefix="dify-escape-"))
     os.chmod(home, 0o755)

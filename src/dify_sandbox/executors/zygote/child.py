@@ -151,7 +151,8 @@ def enter_run_ahead(
 ) -> None:
     """What a spare can set up before its run arrives when runs have no uid of their own.
 
-    Confinement too: the Landlock domain and the denylist cost ~0.1 ms, off the run's path here.
+    Confinement too: the Landlock domain and the denylist cost ~0.2 ms (``bench/run --only layers``),
+    off the run's path here.
     """
     _make_run_dir(run_dir, None)
     limits.apply(per_run_uid=False)
