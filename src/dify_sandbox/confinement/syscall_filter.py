@@ -70,6 +70,10 @@ def compile_programs() -> tuple[bytes, bytes]:
             denylist.add_rule(refuse, name)
     for flag in _CLONE_NAMESPACE_FLAGS:
         denylist.add_rule(refuse, "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, flag, flag))
+    # Limits, priorities and CPU placement of this process only (pid or who 0): never the service's.
+    for name, arg in (("prlimit64", 0), ("sched_setaffinity", 0), ("sched_setscheduler", 0), ("sched_setparam", 0),
+                      ("sched_setattr", 0), ("setpriority", 1), ("ioprio_set", 1)):  # fmt: skip
+        denylist.add_rule(refuse, name, pyseccomp.Arg(arg, pyseccomp.NE, 0))
     # clone3 passes its flags in memory, out of a filter's sight: ENOSYS makes the C library fall back to clone.
     denylist.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
     offline = new_filter()
