@@ -223,3 +223,33 @@ def test_planted_files_not_seen_by_later_runs(sandbox, planter, plant_token):
         assert f"PLANTED-{plant_token}" not in str(later), f"a later {language} run saw a planted file:\n{later}"
         later.assert_blocked(at_least=len(plants) + 2)
     sandbox.assert_unharmed()
+
+
+CHMOD_ROOT_PY = """\
+root = os.path.dirname(os.getcwd())
+attempt("chmod the run root to 0", lambda: os.chmod(root, 0) or "changed")
+"""
+
+CHMOD_ROOT_JS = """\
+const root = require('path').dirname(process.cwd());
+attempt('chmod the run root to 0', () => { fs.chmodSync(root, 0); return 'changed'; });
+"""
+
+LATER_RUNS = 8  # over both workers
+
+
+@pytest.mark.parametrize("changer", LANGUAGES)
+def test_run_root_mode_does_not_outlive_the_run(sandbox, changer):
+    """Scenario: a run takes away the run root's permissions (Landlock does not cover metadata).
+
+    1. It chmods the parent of its own dir to 0; it may (the service's uid owns it).
+    2. Every later python3 and nodejs run still gets its dir and works: the root's owner puts the
+       mode back before it makes the next run's dir.
+    """
+    sandbox.attack(snippet(changer, CHMOD_ROOT_PY, CHMOD_ROOT_JS), language=changer)
+    for index in range(LATER_RUNS):
+        for language, code in (("python3", "print(open('f', 'w').write('ok'))"), ("nodejs", "console.log('ok')")):
+            data = sandbox.run_ok(code, language=language)
+            assert data["exit_code"] == 0, (index, language, data)
+            assert data["stdout"].strip() in ("2", "ok"), (index, language, data)
+    sandbox.assert_unharmed()

@@ -29,6 +29,25 @@ spawn('sleep', ['{marker}'], { detached: true, stdio: 'ignore' }).unref();
 console.log('detached');
 """
 
+# Detached with an environment of its own: nothing in it names the run.
+DETACHED_EMPTY_ENV_JS = """\
+const { spawn } = require('child_process');
+spawn('/bin/sleep', ['{marker}'], { argv0: 'sleep', detached: true, stdio: 'ignore', env: {} }).unref();
+console.log('detached');
+"""
+
+DOUBLE_FORK_EMPTY_ENV_PY = """\
+import os
+
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execve("/bin/sleep", ["sleep", "{marker}"], {})
+    os._exit(0)
+os.wait()
+print("detached")
+"""
+
 SETSID_SHELL_JS = """\
 const { execSync } = require('child_process');
 execSync('setsid sleep {marker} > /dev/null 2>&1 &');
@@ -37,7 +56,9 @@ console.log('detached');
 
 LEFTOVERS = {
     "python3-setsid-double-fork": ("python3", DOUBLE_FORK_PY),
+    "python3-double-fork-empty-env": ("python3", DOUBLE_FORK_EMPTY_ENV_PY),
     "nodejs-detached-spawn": ("nodejs", DETACHED_SPAWN_JS),
+    "nodejs-detached-empty-env": ("nodejs", DETACHED_EMPTY_ENV_JS),
     "nodejs-setsid-shell": ("nodejs", SETSID_SHELL_JS),
 }
 

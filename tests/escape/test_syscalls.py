@@ -1,7 +1,8 @@
-"""The seccomp denylist: namespaces, mounts, kernel keyrings, BPF, perf, userfaultfd, io_uring, modules, kexec.
+"""The seccomp denylist: namespaces, mounts, System V IPC, keyrings, BPF, perf, userfaultfd, io_uring, modules, kexec.
 
 Each call is made through libc's `syscall` with x86_64 numbers and arguments that would succeed for
-an unprivileged user where the kernel allows it at all (user namespaces, a session keyring, a
+an unprivileged user where the kernel allows it at all (user namespaces, a private shared memory
+segment, message queue or semaphore set, a session keyring, a
 user-space-only userfaultfd, a self-monitoring software perf event, an io_uring). Behind the denylist
 each fails with EPERM; clone3 fails with ENOSYS so that glibc falls back to clone.
 """
@@ -52,6 +53,10 @@ SYSCALLS = {
     "kexec_load": "syscall(246, 0, 0, 0, 0)",
     "kexec_file_load": "syscall(320, -1, -1, 0, b'', 0)",
     "init_module": "syscall(175, 0, 0, b'')",
+    # System V IPC: container-wide objects that outlive the run (IPC_PRIVATE, IPC_CREAT | 0600).
+    "shmget": "syscall(29, 0, 4096, 0o1600)",
+    "msgget": "syscall(68, 0, 0o1600)",
+    "semget": "syscall(64, 0, 1, 0o1600)",
     "finit_module": "syscall(313, -1, b'', 0)",
     "delete_module": "syscall(176, b'escape', 0)",
 }

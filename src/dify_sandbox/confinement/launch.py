@@ -9,11 +9,14 @@ and exec), and confining the worker itself is not an option, so it starts this l
 With a ``UID`` (the service runs as root) it becomes that user first, for good. ``-I -S``: no site,
 no user paths, no environment; only the standard library and this package's ``confinement``
 modules are imported. Landlock domains and seccomp filters survive ``exec``, so the
-program and everything it starts stay confined.
+program and everything it starts stay confined. The launcher also makes the program a child
+subreaper (kept across ``exec``): what the run detaches from itself stays the program's child while
+the run lives, and becomes the server worker's child when it ends, where the node pool finds it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import sys
@@ -25,6 +28,7 @@ from dify_sandbox.confinement.policy import Confinement
 __all__ = ["EXIT_LAUNCH_FAILURE", "launcher_argv", "main"]
 
 EXIT_LAUNCH_FAILURE = 70  # sysexits' EX_SOFTWARE
+_PR_SET_CHILD_SUBREAPER = 36
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from dify_sandbox.confinement.launch import main; main()"
 
@@ -52,6 +56,8 @@ def main() -> None:
             confinement.enter(own_dir)
             if network != "1":
                 confinement.go_offline()
+        # libc through the executable's own symbols: ctypes.util.find_library would start programs.
+        ctypes.CDLL(None).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         os.execv(argv[0], argv)
     except Exception as exc:
         os.write(2, f"sandbox: cannot start the run confined: {type(exc).__name__}: {exc}\n".encode())

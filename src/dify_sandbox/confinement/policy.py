@@ -32,7 +32,7 @@ LAYER_BLOCKS = {
     "landlock_files": "reading or writing any file but the runtime's and its own dir's: other runs, /tmp, the config",
     "landlock_tcp": "TCP bind and connect in runs without network",
     "landlock_scoping": "signals and abstract unix sockets towards anything outside the run",
-    "seccomp_denylist": "ptrace, process_vm_*, pidfd_getfd, bpf, namespaces, mounts, keyrings, io_uring; "
+    "seccomp_denylist": "ptrace, process_vm_*, pidfd_getfd, System V IPC, bpf, namespaces, mounts, keyrings, io_uring; "
     "sockets other than AF_UNIX in runs without network",
 }
 _SYSTEM_READ_EXECUTE = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")

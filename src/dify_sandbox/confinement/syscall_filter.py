@@ -2,8 +2,11 @@
 
 It is a denylist on purpose: every library keeps working, because everything not named here is
 allowed. What is refused reaches into other processes (``ptrace``, ``process_vm_*``,
-``pidfd_getfd``, ``kcmp``), the kernel's larger attack surfaces (``bpf``, ``perf_event_open``,
-``userfaultfd``, ``io_uring``, keyrings), or out of the run's view of the system (namespaces,
+``pidfd_getfd``, ``kcmp``), System V IPC (its objects are shared by every process of the
+container and outlive the run that made them: a channel between tenants, and a store for later
+runs; Python's and Node.js's shared memory and semaphores are POSIX ones, which stay allowed), the
+kernel's larger attack surfaces (``bpf``, ``perf_event_open``, ``userfaultfd``, ``io_uring``,
+keyrings), or out of the run's view of the system (namespaces,
 mounts, modules, ``kexec``, clocks, swap, reboot). An offline run is also refused ``socket()`` of
 every family but ``AF_UNIX``, which closes UDP, raw sockets and netlink as well as TCP.
 
@@ -32,6 +35,9 @@ _CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x1000
 DENIED = (
     # other processes
     "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+    # System V IPC: container-wide objects that outlive the run
+    "shmget", "shmat", "shmdt", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl",
     # large kernel attack surfaces
     "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
     "io_uring_setup", "io_uring_enter", "io_uring_register", "fanotify_init", "lookup_dcookie",

@@ -6,8 +6,9 @@ the worker's memory is copied. When the pool is empty a run starts its own proce
 of waiting. Every process has its own process group, the scrubbed environment, its own working
 dir (also HOME and TMPDIR), and gets its code on a pipe. A timeout kills the whole group, and so
 does the end of a run, so nothing it spawned outlives it. The rlimits of ``_rlimits.py`` are set
-with ``prlimit`` while the process still waits for its code (no per-run uid for node). Children
-that left the group (``detached: true``) are found by the run dir in their environment (``_sweep.py``).
+with ``prlimit`` while the process still waits for its code. Children that left the group
+(``detached: true``, ``setsid``) are found when the run ends (``_sweep.py``): as leftovers of a
+confined run that the worker, a subreaper, inherited, or by the run dir in their environment.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import structlog
 
+from dify_sandbox._prctl import become_subreaper
 from dify_sandbox._procfs import kill_group
 from dify_sandbox.config import Settings
 from dify_sandbox.confinement.launch import launcher_argv
@@ -33,8 +35,9 @@ from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._disk_budget import DiskBudget
 from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors._run_root import RunRoot
 from dify_sandbox.executors._spawned import SpawnedProcess
-from dify_sandbox.executors._sweep import kill_by_environment
+from dify_sandbox.executors._sweep import kill_by_environment, kill_confined_orphans, reap
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.run_uids import RunUids, kill_uids
@@ -74,12 +77,17 @@ class _Node:
                 os.close(fd)
 
 
-def _clean_up_after(run_dir: str, uid: int | None) -> None:
-    """Kills what a run left outside its group (detached children: by uid, else by environment) and removes its dir."""
+def _clean_up_after(run_dir: str, uid: int | None, orphans: list[int]) -> None:
+    """Kills what a run left outside its group (by uid, else by environment), reaps ``orphans``, removes its dir."""
+    reap(orphans)
     if uid is not None:
         kill_uids(uid, uid)
     kill_by_environment(f"TMPDIR={run_dir}")
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _log_restored(path: str) -> None:
+    logger.warning("A run changed the run root's mode; restored", path=path)
 
 
 def _unusable_for(node: str, run_root: str, uid: int) -> str | None:
@@ -123,8 +131,9 @@ class NodePool:
         self._error: ExecutorError | None = None
         self._idle: deque[_Node] = deque()
         self._busy: set[_Node] = set()
+        self._unreaped: set[int] = set()  # pids of the node processes started and not yet reaped
         self._refills: set[asyncio.Task[None]] = set()
-        self._run_root = ""
+        self._run_root: RunRoot | None = None
         self._closing = False
         self.spawned = 0
         self.confinement: Confinement | None = None
@@ -139,17 +148,19 @@ class NodePool:
             logger.error("Node.js unavailable; nodejs runs will fail", error=str(exc))
             return
         root = self.settings.run_dir or Path(tempfile.gettempdir())
-        self._run_root = tempfile.mkdtemp(prefix="dify-sandbox-node-", dir=root)
+        self._run_root = RunRoot(tempfile.mkdtemp(prefix="dify-sandbox-node-", dir=root), _log_restored)
+        self._run_root.create(per_run_uids=self.uids is not None)
         if self.uids is not None:
-            # Each run's uid may enter its own dir, made for it, and nothing else.
-            os.chmod(self._run_root, 0o711)  # noqa: S103 - traverse only, by design
-        if self.uids is not None:
-            problem = await loop.run_in_executor(None, _unusable_for, self.binary.path, self._run_root, self.uids.first)
+            problem = await loop.run_in_executor(
+                None, _unusable_for, self.binary.path, self._run_root.root, self.uids.first
+            )
             if problem is not None:
                 logger.warning("Per-run users disabled for Node.js: node cannot work as them", problem=problem)
                 self.uids = None
         node_dir = os.path.dirname(os.path.realpath(self.binary.path))
         self.confinement = plan_for(self.settings.isolation, [str(root), os.getcwd()], node_dir, str(BOOTSTRAP))
+        if self.confinement is not None and not become_subreaper():
+            logger.warning("Leftovers of Node.js runs are found by their environment only: not a subreaper")
         logger.info("Node.js found", path=self.binary.path, version=self.binary.version, source=self.binary.source)
         try:
             for _ in range(self.size):
@@ -176,9 +187,7 @@ class NodePool:
             return await self._run_in(node, request)
         finally:
             self._busy.discard(node)
-            node.kill_group()
-            await asyncio.get_running_loop().run_in_executor(None, _clean_up_after, node.run_dir, node.uid)
-            self._release(node)
+            await self._clean_up(node)
 
     async def _run_in(self, node: _Node, request: RunRequest) -> RunResult:
         loop = asyncio.get_running_loop()
@@ -252,7 +261,9 @@ class NodePool:
 
     async def _start(self, network: bool, uid: int | None) -> _Node:
         assert self.binary is not None
-        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._run_root)
+        assert self._run_root is not None
+        self._run_root.restore_mode()  # a run may have changed it
+        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._run_root.root)
         if uid is not None:
             os.chown(run_dir, uid, uid)
         env = self.settings.run_environment(enable_network=True)
@@ -281,6 +292,7 @@ class NodePool:
             for fd in (code_r, out_w, err_w):
                 os.close(fd)
         self.spawned += 1
+        self._unreaped.add(process.pid)
         node = _Node(process, code_w, out_r, err_r, run_dir, uid)
         try:
             # The process is still waiting for its code, so the limits are in place before any of it runs.
@@ -316,10 +328,18 @@ class NodePool:
             self.metrics.node_pool_idle.set(len(self._idle))
 
     async def _stop(self, node: _Node) -> None:
-        node.kill_group()
         node.discard()
+        await self._clean_up(node)
+
+    async def _clean_up(self, node: _Node) -> None:
+        """Kills the node's group, waits for it, sweeps what its run left elsewhere, frees its dir and uid."""
+        node.kill_group()
         await node.process.wait()
-        await asyncio.get_running_loop().run_in_executor(None, _clean_up_after, node.run_dir, node.uid)
+        self._unreaped.discard(node.pid)
+        orphans = kill_confined_orphans(self._unreaped) if self.confinement is not None else []
+        if self._run_root is not None:
+            self._run_root.restore_mode()  # a run may have changed it, and its dir is removed through it
+        await asyncio.get_running_loop().run_in_executor(None, _clean_up_after, node.run_dir, node.uid, orphans)
         self._release(node)
 
     def _release(self, node: _Node) -> None:
@@ -347,6 +367,6 @@ class NodePool:
         await asyncio.gather(*(self._stop(node) for node in idle))
         for node in list(self._busy):
             await node.process.wait()
-        if self._run_root:
-            shutil.rmtree(self._run_root, ignore_errors=True)
+        if self._run_root is not None:
+            self._run_root.remove_all()
         logger.info("Node pool stopped", spawned=self.spawned)

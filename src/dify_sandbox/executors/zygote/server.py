@@ -17,7 +17,6 @@ import importlib
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import struct
@@ -31,6 +30,7 @@ from dify_sandbox._procfs import kill_group
 from dify_sandbox.confinement.enforce import RunConfinement
 from dify_sandbox.confinement.policy import Confinement
 from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors._run_root import RunRoot
 from dify_sandbox.executors.zygote._fork import fork
 from dify_sandbox.executors.zygote.child import (
     ChildSpec,
@@ -54,6 +54,10 @@ __all__ = ["ZygoteConfig", "ZygoteServer", "main"]
 
 # Orphans are looked for after a reap, at most this often (seconds).
 SWEEP_INTERVAL = 0.05
+# A spare that dies before its run (its set-up failed) is replaced after a pause that doubles each
+# time, up to the maximum, so a broken set-up does not become a fork loop (seconds).
+SPARE_BACKOFF_FIRST = 0.01
+SPARE_BACKOFF_MAX = 1.0
 # What the zygote tells a spare along with the run's fds: uid (-1: none), flags, preload length.
 HANDOFF = struct.Struct("!iii")
 
@@ -136,6 +140,9 @@ class ZygoteServer:
         self.no_change = EnvironmentChanges(remove=(), assign={})
         self.streams = ChildStreams.prepare()
         self.confinement = RunConfinement(config.confinement) if config.confinement is not None else None
+        self.run_dirs = RunRoot(config.run_root, _log_restored)
+        self.spare_failures = 0  # spares in a row that died before their run
+        self.spare_due = 0.0  # monotonic time before which no spare is forked (backoff)
 
     def preload(self) -> int:
         """Imports the configured modules once; one that fails is logged and skipped."""
@@ -153,16 +160,13 @@ class ZygoteServer:
 
     def serve(self) -> None:
         """Runs until the worker closes the socket or SIGTERM arrives."""
-        os.makedirs(self.config.run_root, mode=0o700, exist_ok=True)
         loaded = self.preload()
         if self.config.uid_range is not None:
             problem = unreadable_for(self.config.uid_range[0])
             if problem is not None:
                 log("Per-run users disabled: Python is not readable by them", "warning", path=problem)
                 self.per_run_uids = False
-        if self.per_run_uids:
-            # Runs (other uids) may enter only their own dir, made for them: traverse, no listing, no creating.
-            os.chmod(self.config.run_root, 0o711)  # noqa: S103 - traverse only, by design
+        self.run_dirs.create(self.per_run_uids)
         if self.confinement is not None:
             RunConfinement.prepare_process()  # no_new_privs, inherited by every child
         self.isolation = Isolation(
@@ -196,9 +200,9 @@ class ZygoteServer:
         sock_fd = self.sock.fileno()
         try:
             while not self.stopping:
-                if self.spare is None:
+                if self.spare is None and time.monotonic() >= self.spare_due:
                     self.fork_spare()
-                for fd, _ in self.poller.poll(self.sweep_wait()):
+                for fd, _ in self.poller.poll(self.poll_timeout()):
                     if fd == sock_fd:
                         self.handle_frame()
                     else:
@@ -208,11 +212,14 @@ class ZygoteServer:
         finally:
             self.close()
 
-    def sweep_wait(self) -> float:
-        """How long the loop may sleep: until the pending orphan sweep is due, else until an event."""
-        if not self.sweep_pending:
-            return -1
-        return max(0.0, self.last_sweep + SWEEP_INTERVAL - time.monotonic())
+    def poll_timeout(self) -> float:
+        """How long the loop may sleep: until the pending orphan sweep or the next spare is due, else until an event."""
+        due = []
+        if self.sweep_pending:
+            due.append(self.last_sweep + SWEEP_INTERVAL)
+        if self.spare is None:
+            due.append(self.spare_due)
+        return max(0.0, min(due) - time.monotonic()) if due else -1
 
     def handle_frame(self) -> None:
         """Reads one request frame (with its fds) from the worker."""
@@ -253,6 +260,7 @@ class ZygoteServer:
         started = now_ticks()
         pid = self.hand_to_spare(fds, uid, flags, frame.aux)
         if pid is None:
+            self.run_dirs.restore_mode()  # a run may have changed it: the child makes its dir there
             try:
                 pid = fork()
             except OSError as exc:
@@ -282,7 +290,7 @@ class ZygoteServer:
             stderr_fd=stderr_fd,
             status_fd=status_fd,
             preload_bytes=preload_bytes,
-            run_dir=self.run_dir(os.getpid()),
+            run_dir=self.run_dirs.path(os.getpid()),
             environment=environment,
             streams=self.streams,
             limits=self.config.limits,
@@ -295,6 +303,7 @@ class ZygoteServer:
 
     def fork_spare(self) -> None:
         """Forks the next run's child ahead of time, so a run does not wait for ``fork``."""
+        self.run_dirs.restore_mode()  # a run may have changed it: the child makes its dir there
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = fork()
@@ -311,7 +320,7 @@ class ZygoteServer:
 
     def enter_run_ahead(self) -> None:
         """In a spare, when runs have no uid of their own: its dir, rlimits and the online environment."""
-        enter_run_ahead(self.run_dir(os.getpid()), self.env_online, self.config.limits, self.confinement)
+        enter_run_ahead(self.run_dirs.path(os.getpid()), self.env_online, self.config.limits, self.confinement)
 
     def spec_from_handoff(self, data: bytes, fds: list[int]) -> ChildSpec:
         """In a spare: the run's spec from what the zygote sent."""
@@ -333,6 +342,7 @@ class ZygoteServer:
             return None
         finally:
             spare.channel.close()
+        self.spare_failures = 0
         return spare.pid
 
     def handle_signals(self) -> None:
@@ -384,6 +394,10 @@ class ZygoteServer:
             if self.spare is not None and pid == self.spare.pid:
                 self.spare.channel.close()
                 self.spare = None
+                self.spare_failures += 1
+                self.spare_due = time.monotonic() + min(
+                    SPARE_BACKOFF_FIRST * 2 ** (self.spare_failures - 1), SPARE_BACKOFF_MAX
+                )
             run = self.runs.pop(pid, None)
             if run is not None:
                 # The zombie leader still holds the group id, so this cannot hit a recycled group.
@@ -392,7 +406,7 @@ class ZygoteServer:
             if run is not None:
                 self.clean_up_after(pid, run, status)
             else:
-                self.remove_run_dir(pid)  # a spare that died before its run may have made its dir ahead
+                self.run_dirs.remove(pid)  # a spare that died before its run may have made its dir ahead
 
     def clean_up_after(self, pid: int, run: _RunState, status: int) -> None:
         """Kills what the run left outside its group, frees its uid and dir, reports the exit."""
@@ -401,22 +415,8 @@ class ZygoteServer:
             # The child usually killed its uid's other processes itself, but a crash or os._exit
             # skips that, and the worker reuses a uid as soon as this frame reports the exit.
             kill_uids(run.uid, run.uid)
-        self.remove_run_dir(pid)
+        self.run_dirs.remove(pid)
         self.send(Frame(Op.EXITED, run.run_id, value=pid, aux=status))
-
-    def run_dir(self, pid: int) -> str:
-        """The working dir of the run whose child has this pid."""
-        return os.path.join(self.config.run_root, f"run-{pid}")
-
-    def remove_run_dir(self, pid: int) -> None:
-        """Deletes a finished run's dir if the child could not (killed); usually it is gone already."""
-        path = self.run_dir(pid)
-        try:
-            os.rmdir(path)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            shutil.rmtree(path, ignore_errors=True)
 
     def send(self, frame: Frame) -> None:
         """Sends one frame to the worker; a worker that is gone stops the loop."""
@@ -439,8 +439,12 @@ class ZygoteServer:
         while self.runs and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.01)
-        shutil.rmtree(self.config.run_root, ignore_errors=True)
+        self.run_dirs.remove_all()
         log("Zygote stopped", runs_left=len(self.runs))
+
+
+def _log_restored(path: str) -> None:
+    log("A run changed the run root's mode; restored", "warning", path=path)
 
 
 def _kill(pid: int) -> None:
