@@ -38,7 +38,7 @@ def test_the_exit_status_reaches_every_waiter() -> None:
 
 def test_a_killed_process_reports_the_signal_negated() -> None:
     async def scenario() -> int:
-        process = start("sleep 30")
+        process = start("exec sleep 30")
         waiter = asyncio.ensure_future(process.wait())
         await asyncio.sleep(0.1)
         os.kill(process.pid, signal.SIGKILL)
