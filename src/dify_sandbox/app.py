@@ -50,4 +50,6 @@ def create_app(settings: Settings, service: Service | None = None) -> ASGIApp:
     install_handlers(app)
     install_routes(app)
     fast_path = RunFastPath(app, service, run_route(app))
-    return RequestContextMiddleware(fast_path, metrics=service.metrics, access_log=settings.access_log)
+    # DEBUG gives the access log as the official service's gin debug mode does.
+    access_log = settings.access_log or settings.debug
+    return RequestContextMiddleware(fast_path, metrics=service.metrics, access_log=access_log)

@@ -16,6 +16,7 @@ from dify_sandbox.config import Settings, load_settings
 from dify_sandbox.confinement.policy import probe_layers
 from dify_sandbox.errors import ConfigError
 from dify_sandbox.logging import configure_logging
+from dify_sandbox.startup_warnings import log_config_file, warn_about
 
 __all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "main"]
 
@@ -24,10 +25,6 @@ EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
 
 # Arguments that are settings (the rest choose the command and its inputs).
 SETTING_ARGS = ("config_file", "host", "port", "workers", "executor")
-
-# Concurrency caps below this make slow snippets queue behind each other (Dify's mounted config
-# says max_workers: 4); honoured, but worth a warning.
-LOW_CONCURRENCY_WARNING = 16
 
 logger = structlog.get_logger("dify_sandbox.cli")
 
@@ -50,29 +47,6 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
         command.add_argument("--executor", choices=["fork", "thread"], help="how python3 snippets run")
     return parser
-
-
-def _warn_about(settings: Settings) -> None:
-    if settings.max_workers < LOW_CONCURRENCY_WARNING:
-        logger.warning(
-            "MAX_WORKERS caps concurrent runs low; slow snippets will queue",
-            max_workers=settings.max_workers,
-            per="server worker",
-        )
-    if settings.max_requests < LOW_CONCURRENCY_WARNING:
-        logger.warning("MAX_REQUESTS rejects runs early with HTTP 503", max_requests=settings.max_requests)
-    ignored = {
-        "PYTHON_LIB_PATH": settings.python_lib_path,
-        "PIP_MIRROR_URL": settings.pip_mirror_url,
-        "PYTHON_DEPS_UPDATE_INTERVAL": settings.python_deps_update_interval,
-        "ALLOWED_SYSCALLS": settings.allowed_syscalls,
-        "PYTHON_PATH": settings.python_path,
-    }
-    for name, value in ignored.items():
-        if value:
-            logger.warning("Setting has no effect here", setting=name)
-    if settings.executor == "thread":
-        logger.warning("Thread executor: snippets run inside the server process, not isolated; trusted code only")
 
 
 def _isolation_acceptable(settings: Settings) -> bool:
@@ -106,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_file_max_bytes,
         settings.log_file_backups,
     )
+    log_config_file(settings)
     if args.command in ("run", "check"):
         # A one-shot command must not write its metrics into a running server's multiprocess dir.
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -115,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return operator_tools.run_command(settings, args.file, args.language)
         return operator_tools.check_command(settings)
     logger.info("Starting", version=__version__, settings=settings.redacted())
-    _warn_about(settings)
+    warn_about(settings)
     if not _isolation_acceptable(settings):
         return EXIT_CONFIG_ERROR
     # The settings hold the key from here on (workers get them pickled); no process we start,

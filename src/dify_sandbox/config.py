@@ -10,50 +10,21 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dify_sandbox.config_file import DEFAULT_CONFIG_FILE, OFFICIAL_YAML_KEYS, OfficialYamlSource, config_file_path
 from dify_sandbox.confinement.policy import IsolationMode
 from dify_sandbox.errors import ConfigError
 
-__all__ = ["DEFAULT_CONFIG_FILE", "ExecutorKind", "LogFormat", "Settings", "load_settings"]
+__all__ = ["DEFAULT_CONFIG_FILE", "OFFICIAL_YAML_KEYS", "ExecutorKind", "LogFormat", "Settings", "load_settings"]
 
 ExecutorKind = Literal["fork", "thread"]
 LogFormat = Literal["text", "json"]
-
-DEFAULT_CONFIG_FILE = "conf/config.yaml"
-CONFIG_FILE_ENV = "SANDBOX_CONFIG_FILE"
-
-# Official YAML keys (dotted paths) and the env names they share with the official service.
-OFFICIAL_YAML_KEYS: dict[str, str] = {
-    "app.port": "SANDBOX_PORT",
-    "app.debug": "DEBUG",
-    "app.key": "API_KEY",
-    "max_workers": "MAX_WORKERS",
-    "max_requests": "MAX_REQUESTS",
-    "worker_timeout": "WORKER_TIMEOUT",
-    "python_path": "PYTHON_PATH",
-    "python_lib_path": "PYTHON_LIB_PATH",
-    "python_pip_mirror_url": "PIP_MIRROR_URL",
-    "python_deps_update_interval": "PYTHON_DEPS_UPDATE_INTERVAL",
-    "nodejs_path": "NODEJS_PATH",
-    "enable_network": "ENABLE_NETWORK",
-    "enable_preload": "ENABLE_PRELOAD",
-    "allowed_syscalls": "ALLOWED_SYSCALLS",
-    "allowed_env_vars": "ALLOWED_ENV_VARS",
-    "log_path": "LOG_PATH",
-    "proxy.socks5": "SOCKS5_PROXY",
-    "proxy.https": "HTTPS_PROXY",
-    "proxy.http": "HTTP_PROXY",
-    "proxy.no_proxy": "NO_PROXY",
-}
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -95,12 +66,16 @@ class Settings(BaseSettings):
     # --- settings shared with the official service ---------------------------------------------
     port: int = Field(8194, ge=0, le=65535, validation_alias=_official("SANDBOX_PORT"), description="TCP port.")
     debug: bool = Field(
-        False, validation_alias=_official("DEBUG"), description="Access log and the OpenAPI docs at `/docs`."
+        False,
+        validation_alias=_official("DEBUG"),
+        description="The access log (as `SANDBOX_ACCESS_LOG`) and the OpenAPI docs at `/docs`, with a warning at "
+        "start; with `SANDBOX_LOG_LEVEL=DEBUG` also each run's code and output.",
     )
     api_key: SecretStr = Field(
         SecretStr("dify-sandbox"),
         validation_alias=_official("API_KEY"),
-        description="Value the `X-Api-Key` header must equal on `/v1/sandbox/*`.",
+        description="Value the `X-Api-Key` header must equal on `/v1/sandbox/*`; empty stops start-up unless "
+        "`SANDBOX_ALLOW_NO_KEY=true`.",
     )
     max_workers: int = Field(
         500,
@@ -142,7 +117,8 @@ class Settings(BaseSettings):
     enable_preload: bool = Field(
         False, validation_alias=_official("ENABLE_PRELOAD"), description="Run the request's `preload` before the code."
     )
-    allowed_syscalls: Annotated[list[int], NoDecode] = Field(
+    # Names as well as numbers: either way the list has no effect, which start-up says.
+    allowed_syscalls: Annotated[list[Annotated[int | str, Field(union_mode="left_to_right")]], NoDecode] = Field(
         default_factory=list,
         validation_alias=_official("ALLOWED_SYSCALLS"),
         description="Ignored: runs get a fixed seccomp denylist, not an allowlist.",
@@ -239,6 +215,10 @@ class Settings(BaseSettings):
     log_file_backups: int = Field(5, ge=0, description="Rotated log files kept.")
     access_log: bool = Field(False, description="One log line per HTTP request (runs are logged either way).")
     metrics_require_key: bool = Field(False, description="Whether `/metrics` needs `X-Api-Key` (default: open).")
+    allow_no_key: bool = Field(
+        False,
+        description="Serve with an empty `API_KEY`, which turns authentication off (logged as a warning at start).",
+    )
     log_level: str = Field(
         "INFO",
         validation_alias=AliasChoices("SANDBOX_LOG_LEVEL", "LOG_LEVEL"),
@@ -322,48 +302,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs = getattr(init_settings, "init_kwargs", {})
-        config_file = init_kwargs.get("config_file") or os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE
-        return init_settings, env_settings, OfficialYamlSource(settings_cls, Path(config_file))
-
-
-class OfficialYamlSource(PydanticBaseSettingsSource):
-    """Reads ``conf/config.yaml`` in the official layout; a missing file means defaults."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
-        super().__init__(settings_cls)
-        self.path = path
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ reads the whole file at once
-
-    def __call__(self) -> dict[str, Any]:
-        if not self.path.is_file():
-            return {}
-        try:
-            document = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read config file {self.path}: {exc}") from exc
-        if not isinstance(document, Mapping):
-            raise ConfigError(f"config file {self.path} must hold a mapping")
-        values: dict[str, Any] = {}
-        for dotted, env_name in OFFICIAL_YAML_KEYS.items():
-            value = _lookup(document, dotted)
-            if value is not None:
-                values[env_name] = value
-        own = document.get("sandbox") or {}
-        if not isinstance(own, Mapping):
-            raise ConfigError(f"config file {self.path}: `sandbox` must be a mapping")
-        values.update(own)
-        return values
-
-
-def _lookup(document: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = document
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(part)
-    return node
+        path, named = config_file_path(init_kwargs.get("config_file"))
+        return init_settings, env_settings, OfficialYamlSource(settings_cls, path, named)
 
 
 def _mask_credentials(url: str) -> str:
@@ -387,10 +327,17 @@ def _setting_name(settings_cls: type[Settings], field_name: str) -> str:
 def load_settings(**overrides: Any) -> Settings:
     """Builds the settings or raises :class:`ConfigError` with one line naming the bad setting."""
     try:
-        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+        settings = Settings(**{key: value for key, value in overrides.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
         location = str(first["loc"][0]) if first["loc"] else "settings"
         name = location if location.isupper() else _setting_name(Settings, location)
         value = first.get("input")
         raise ConfigError(f"invalid setting {name}={value!r}: {first['msg']}") from exc
+    if not settings.api_key.get_secret_value() and not settings.allow_no_key:
+        # The official service then serves everyone; an empty variable in a compose file is an easy mistake.
+        raise ConfigError(
+            "invalid setting API_KEY='': an empty key turns authentication off; "
+            "set a key, or SANDBOX_ALLOW_NO_KEY=true to serve without one"
+        )
+    return settings

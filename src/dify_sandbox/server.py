@@ -16,6 +16,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
@@ -279,9 +280,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """Binds the listening socket once, in the supervisor, for every worker to accept on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(BACKLOG)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     sock.set_inheritable(True)
     return sock
 
@@ -289,9 +294,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(settings: Settings) -> int:
     """Binds, supervises the workers until shutdown, and returns the exit code."""
     forbid_inspection()
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        # The usual cause is a port in use (another instance, the official sandbox): one line, no traceback.
+        print(f"dify-sandbox: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_STARTUP_FAILURE
     own_metrics_dir = MULTIPROC_ENV not in os.environ
     metrics_dir = prepare_multiprocess_dir()
-    sock = bind_socket(settings.host, settings.port)
     logger.info(
         "Listening",
         address=f"http://{settings.host}:{sock.getsockname()[1]}",

@@ -8,6 +8,7 @@ import hmac
 from prometheus_client import CollectorRegistry
 
 from dify_sandbox.admission import Admission
+from dify_sandbox.api.refused_keys import RefusedKeyLog
 from dify_sandbox.config import Settings
 from dify_sandbox.executors import create_executor
 from dify_sandbox.executors.base import Executor, Language
@@ -26,6 +27,7 @@ class Service:
         # Per-run uids (as root): this worker's slice, shared by its zygotes and its node pool.
         self.uids = RunUids.for_worker(settings.run_uid_range, settings.workers, slot)
         self.api_key = settings.api_key.get_secret_value().encode("utf-8", "surrogateescape")
+        self.refused_keys = RefusedKeyLog()
         self.registry = CollectorRegistry()
         self.metrics = SandboxMetrics(self.registry)
         self.admission = Admission(settings.max_requests, settings.max_workers, self.metrics)

@@ -363,10 +363,11 @@ def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
         port: int | None = None,
         set_port: bool = True,
         api_key: str | None = None,
+        argv: Sequence[str] | None = None,
         **env: object,
     ) -> Server:
         workdir = tmp_path / f"server{len(servers)}"
-        server = launch_server(workdir, wait=False, port=port, set_port=set_port, api_key=api_key, **env)
+        server = launch_server(workdir, wait=False, port=port, set_port=set_port, api_key=api_key, argv=argv, **env)
         servers.append(server)
         attach(request.node, server)
         if wait:

@@ -150,3 +150,30 @@ def test_grace_defaults_to_timeout_plus_five(monkeypatch: pytest.MonkeyPatch) ->
     assert load_settings().grace == 12
     monkeypatch.setenv("SANDBOX_GRACE_SECONDS", "3")
     assert load_settings().grace == 3
+
+
+def test_empty_api_key_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty key is one ConfigError line naming API_KEY; SANDBOX_ALLOW_NO_KEY=true accepts it."""
+    monkeypatch.setenv("API_KEY", "")
+    with pytest.raises(ConfigError, match="API_KEY") as info:
+        load_settings()
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv("SANDBOX_ALLOW_NO_KEY", "true")
+    assert load_settings().api_key.get_secret_value() == ""
+
+
+def test_allowed_syscalls_take_names_too(tmp_path: Path) -> None:
+    """Syscall names load as given (they have no effect either way); numbers stay numbers."""
+    path = tmp_path / "config.yaml"
+    path.write_text("allowed_syscalls: [read, 1, write]\n")
+    assert load_settings(config_file=path).allowed_syscalls == ["read", 1, "write"]
+
+
+def test_named_config_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file named by argument or SANDBOX_CONFIG_FILE that does not exist is a ConfigError naming it."""
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
+        load_settings(config_file=missing)
+    monkeypatch.setenv("SANDBOX_CONFIG_FILE", str(missing))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings()

@@ -1,4 +1,4 @@
-"""API-key check for ``/v1/sandbox/*``: the ``X-Api-Key`` header must equal the configured key."""
+"""API-key check for ``/v1/sandbox/*``: the ``X-Api-Key`` header must equal the configured key; refusals are logged."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ class UnauthorizedError(Exception):
 
 async def require_api_key(request: Request) -> None:
     """FastAPI dependency. An empty configured key matches a missing header (official behaviour)."""
-    given = request.headers.get("x-api-key", "").encode("latin-1")  # the bytes as sent
-    if not request.app.state.service.key_matches(given):
+    header = request.headers.get("x-api-key")
+    given = (header or "").encode("latin-1")  # the bytes as sent
+    service = request.app.state.service
+    if not service.key_matches(given):
+        client = request.client.host if request.client else "unknown"
+        service.refused_keys.refused(client, "missing" if header is None else "wrong")
         raise UnauthorizedError

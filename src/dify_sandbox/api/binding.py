@@ -1,7 +1,8 @@
 """Reads a request body into a schema, as gin's ``ShouldBind`` does: JSON, or form fields.
 
 Every failure is a :class:`RequestError` (HTTP 400, code -400) with a message naming the field,
-never FastAPI's 422; a body above the configured limit is a 413.
+never FastAPI's 422, or saying to send JSON as JSON when a form body is a JSON document; a body
+above the configured limit is a 413.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ __all__ = ["bind"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
+JSON_SENT_AS_FORM = (
+    "the body is JSON sent as a form (Content-Type: application/x-www-form-urlencoded); "
+    "send it with Content-Type: application/json"
+)
 _FORM_BOOLEANS = {"true": True, "1": True, "false": False, "0": False, "": False}
 
 
@@ -34,7 +39,13 @@ async def bind(request: Request, model: type[ModelT], max_bytes: int) -> ModelT:
         except UnicodeDecodeError:
             raise RequestError("form body is not valid UTF-8") from None
         form = {key: values[-1] for key, values in parse_qs(text, keep_blank_values=True).items()}
-        return _validate_form(model, form)
+        try:
+            return _validate_form(model, form)
+        except RequestError:
+            # `curl -d '{...}'` sends JSON as a form: the whole document becomes one key.
+            if next(iter(form), "").lstrip().startswith("{"):
+                raise RequestError(JSON_SENT_AS_FORM) from None
+            raise
     if not body.strip():
         raise RequestError("request body is empty")
     try:
