@@ -5,13 +5,12 @@ settings (same executors, limits and environment rules) inside this process, so 
 what ``POST /v1/sandbox/run`` would do here. ``check`` runs a known snippet in each language and
 reports versions, limits and the isolation each run really had: the snippets themselves look at
 their session, process group, environment, working dir, uid and rlimits, and whether they can
-read this process's environment block (where a server keeps its API key).
+read this process's environment block (where a server keeps its API key) and the config file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import ctypes
 import ctypes.util
 import json
@@ -27,18 +26,18 @@ from dify_sandbox._environ_block import erase_from_environment
 from dify_sandbox._prctl import forbid_inspection
 from dify_sandbox.api.schemas import run_data
 from dify_sandbox.config import Settings
+from dify_sandbox.config_file import holds_api_key
 from dify_sandbox.confinement.policy import LAYER_BLOCKS, probe_layers
 from dify_sandbox.errors import RequestError, SandboxError, UnsupportedLanguageError
 from dify_sandbox.executors.base import Language, RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.self_check_probes import SELF_TEST_TEXT, probe_code
 from dify_sandbox.service import Service
 
 __all__ = ["EXIT_FAILED", "SELF_TEST_TEXT", "check_command", "run_command", "run_file", "self_check"]
 
 # The snippet exited non-zero, it could not run, or a self-test failed.
 EXIT_FAILED = 1
-# Round-trips through base64, JSON and UTF-8 stdout in both runtimes, as Dify's wrappers do.
-SELF_TEST_TEXT = "dify-sandbox self-check: ünïcødé ✓ 中文"
 LANGUAGES: tuple[Language, ...] = ("python3", "nodejs")
 # A fork child removes its run dir just after reporting its exit code, so the check waits a little.
 RUN_DIR_REMOVAL_WAIT = 2.0
@@ -52,64 +51,6 @@ _RLIMITS = {
     "Max processes": "nproc",
     "Max cpu time": "cpu",
 }
-
-# Both probes print one JSON object; the server's environment block is read only to learn whether
-# it can be, and never printed.
-_PYTHON_PROBE = """\
-import base64, json, os
-
-def _read(path):
-    try:
-        with open(path, "rb") as file:
-            return file.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-
-def _signalable(pid):
-    try:
-        os.kill(pid, 0)  # signal 0: the permission check only, nothing is delivered
-    except OSError:
-        return False
-    return True
-
-print(json.dumps({
-    "echo": base64.b64decode("__TEXT_B64__").decode("utf-8"),
-    "pid": os.getpid(),
-    "uid": os.getuid(),
-    "stat": _read("/proc/self/stat"),
-    "limits": _read("/proc/self/limits"),
-    "env_names": sorted(os.environ),
-    "cwd": os.getcwd(),
-    "home": os.environ.get("HOME"),
-    "tmpdir": os.environ.get("TMPDIR"),
-    "server_environ_readable": _read("/proc/__SERVER_PID__/environ") is not None,
-    "server_signalable": _signalable(__SERVER_PID__),
-    "net_ns": os.readlink("/proc/self/ns/net") if os.path.exists("/proc/self/ns/net") else None,
-}, ensure_ascii=False))
-"""
-
-_NODE_PROBE = """\
-const fs = require('fs');
-
-function read(path) {
-  try { return fs.readFileSync(path, 'utf8'); } catch (error) { return null; }
-}
-
-console.log(JSON.stringify({
-  echo: Buffer.from('__TEXT_B64__', 'base64').toString('utf-8'),
-  pid: process.pid,
-  uid: process.getuid(),
-  stat: read('/proc/self/stat'),
-  limits: read('/proc/self/limits'),
-  env_names: Object.keys(process.env).sort(),
-  cwd: process.cwd(),
-  home: process.env.HOME ?? null,
-  tmpdir: process.env.TMPDIR ?? null,
-  server_environ_readable: read('/proc/__SERVER_PID__/environ') !== null,
-  server_signalable: (() => { try { return process.kill(__SERVER_PID__, 0); } catch (error) { return false; } })(),
-  net_ns: (() => { try { return fs.readlinkSync('/proc/self/ns/net'); } catch (error) { return null; } })(),
-}));
-"""
 
 
 def _language(name: str) -> Language:
@@ -148,12 +89,6 @@ async def run_file(settings: Settings, path: Path, language: str) -> dict[str, A
     finally:
         await service.close()
     return run_data(result)
-
-
-def _probe_code(language: Language) -> str:
-    template = _PYTHON_PROBE if language == "python3" else _NODE_PROBE
-    text_b64 = base64.b64encode(SELF_TEST_TEXT.encode("utf-8")).decode("ascii")
-    return template.replace("__TEXT_B64__", text_b64).replace("__SERVER_PID__", str(os.getpid()))
 
 
 def _stat_ids(stat: object) -> tuple[int, int] | None:
@@ -214,6 +149,7 @@ async def _isolation(settings: Settings, probe: dict[str, Any]) -> dict[str, Any
         "per_run_uid": probe.get("uid") != os.getuid(),
         "server_environ_readable": probe.get("server_environ_readable"),
         "server_signalable": probe.get("server_signalable"),
+        "config_file_readable": probe.get("config_file_readable"),
         "rlimits": _rlimits(probe.get("limits")),
     }
 
@@ -221,8 +157,11 @@ async def _isolation(settings: Settings, probe: dict[str, Any]) -> dict[str, Any
 def _exposures(settings: Settings, isolation: dict[str, Any]) -> list[str]:
     """What a snippet could do to the service here, in words (empty: nothing the probes found)."""
     problems = []
+    if not settings.api_key.get_secret_value():
+        problems.append("API_KEY is empty (SANDBOX_ALLOW_NO_KEY=true): anyone who reaches the port can run code")
     if settings.executor == "thread":
         problems.append("python3 runs inside the server process (SANDBOX_EXECUTOR=thread): trusted code only")
+    key_in_file = settings.config_file.is_file() and holds_api_key(settings.config_file)
     for language in LANGUAGES:
         seen = isolation.get(language, {})
         if seen.get("own_process") is False:
@@ -231,6 +170,11 @@ def _exposures(settings: Settings, isolation: dict[str, Any]) -> list[str]:
             problems.append(f"a {language} run can read the service's environment block (where API_KEY lives)")
         if seen.get("server_signalable"):
             problems.append(f"a {language} run can signal the service's processes")
+        if key_in_file and seen.get("config_file_readable"):
+            problems.append(
+                f"a {language} run can read the config file {settings.config_file}, which holds the API key "
+                "(set API_KEY in the environment instead)"
+            )
     return problems
 
 
@@ -281,7 +225,9 @@ async def _probe(
     service: Service, language: Language, enable_network: bool
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Runs the probe snippet as the API would; the self-test entry, and what the probe saw if it passed."""
-    request = RunRequest(language, _probe_code(language), "", enable_network, service.settings.worker_timeout)
+    config_file = service.settings.config_file
+    code = probe_code(language, config_file if config_file.is_file() else None)
+    request = RunRequest(language, code, "", enable_network, service.settings.worker_timeout)
     try:
         result = await service.executor(language).run(request)
     except SandboxError as exc:

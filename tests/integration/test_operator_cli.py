@@ -209,3 +209,64 @@ def test_check_fails_when_node_is_missing(tmp_path):
     assert report["self_tests"]["nodejs"]["passed"] is False
     assert "Node.js is not available" in report["self_tests"]["nodejs"]["error"]
     assert report["versions"]["node"] is None
+
+
+def _config_problems(report: dict[str, Any]) -> list[str]:
+    return [problem for problem in report["problems"] if "config file" in problem]
+
+
+def test_check_reports_a_readable_config_file_that_holds_the_key(tmp_path):
+    """Scenario: `check` says when a run could read the API key from the config file.
+
+    1. conf/config.yaml holds `app.key`; all runs share the service's uid (SANDBOX_RUN_UIDS empty).
+    2. With SANDBOX_ISOLATION=off the probes can read the file: `ok: false`, one problem per language
+       naming the file, and the command exits 1; the key itself is not in the report.
+    3. With the default isolation the problem is reported exactly when Landlock's file layer is not in force.
+    """
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("app:\n  key: key-in-file-51c2\n")
+    code, report, stderr = dify_sandbox(tmp_path, "check", SANDBOX_ISOLATION="off", SANDBOX_RUN_UIDS="")
+    assert code == 1
+    assert report["ok"] is False
+    assert [report["isolation"][language]["config_file_readable"] for language in LANGUAGES] == [True, True]
+    assert _config_problems(report) == [
+        f"a {language} run can read the config file conf/config.yaml, which holds the API key "
+        "(set API_KEY in the environment instead)"
+        for language in LANGUAGES
+    ], (report["problems"], stderr)
+    assert "key-in-file-51c2" not in json.dumps(report)
+
+    _, confined, _ = dify_sandbox(tmp_path, "check", SANDBOX_RUN_UIDS="")
+    landlock_files = confined["isolation"]["layers"]["in_force"]["landlock_files"]["active"]
+    assert bool(_config_problems(confined)) is not landlock_files, confined["problems"]
+
+
+def test_check_without_a_key_in_the_file_reports_no_config_problem(tmp_path):
+    """A readable config file without `app.key` is no exposure: nothing about it in `problems`."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("max_requests: 900\n")
+    _, report, _ = dify_sandbox(tmp_path, "check", SANDBOX_ISOLATION="off", SANDBOX_RUN_UIDS="")
+    assert report["isolation"]["python3"]["config_file_readable"] is True
+    assert _config_problems(report) == []
+
+
+def test_check_with_an_empty_key(tmp_path):
+    """An empty API_KEY fails `check` as it fails `serve` (exit 78); allowed, it is reported as a problem."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dify_sandbox", "check"],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if k not in SERVER_ENV_NAMES and not k.startswith("SANDBOX_")},
+            "API_KEY": "",
+        },
+        capture_output=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 78
+    assert "API_KEY" in proc.stderr.decode()
+    code, report, _ = dify_sandbox(tmp_path, "check", API_KEY="", SANDBOX_ALLOW_NO_KEY="true")
+    assert code == 1
+    assert report["problems"][0] == (
+        "API_KEY is empty (SANDBOX_ALLOW_NO_KEY=true): anyone who reaches the port can run code"
+    )
