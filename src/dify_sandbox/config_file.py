@@ -113,13 +113,17 @@ class OfficialYamlSource(PydanticBaseSettingsSource):
         return values
 
 
-def holds_api_key(path: Path) -> bool:
-    """Whether the file sets a key (``app.key``, or ``api_key`` under ``sandbox:``): then runs must not read it."""
+def holds_api_key(path: Path, key: str) -> bool:
+    """Whether the file holds ``key`` (as ``app.key``, or ``api_key`` under ``sandbox:``): then runs must not read it.
+
+    A key the environment overrides is not the one in force, so only the key in force counts.
+    """
     try:
         document = read_document(path)
     except ConfigError:
         return False
-    return any(_lookup(document, dotted) not in (None, "") for dotted in ("app.key", f"{OWN_SECTION}.api_key"))
+    found = (_lookup(document, dotted) for dotted in ("app.key", f"{OWN_SECTION}.api_key"))
+    return bool(key) and any(value is not None and str(value) == key for value in found)
 
 
 @dataclass(frozen=True, slots=True)

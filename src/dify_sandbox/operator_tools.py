@@ -161,7 +161,8 @@ def _exposures(settings: Settings, isolation: dict[str, Any]) -> list[str]:
         problems.append("API_KEY is empty (SANDBOX_ALLOW_NO_KEY=true): anyone who reaches the port can run code")
     if settings.executor == "thread":
         problems.append("python3 runs inside the server process (SANDBOX_EXECUTOR=thread): trusted code only")
-    key_in_file = settings.config_file.is_file() and holds_api_key(settings.config_file)
+    key = settings.api_key.get_secret_value()
+    key_in_file = settings.config_file.is_file() and holds_api_key(settings.config_file, key)
     for language in LANGUAGES:
         seen = isolation.get(language, {})
         if seen.get("own_process") is False:

@@ -241,11 +241,16 @@ def test_check_reports_a_readable_config_file_that_holds_the_key(tmp_path):
     assert bool(_config_problems(confined)) is not landlock_files, confined["problems"]
 
 
-def test_check_without_a_key_in_the_file_reports_no_config_problem(tmp_path):
-    """A readable config file without `app.key` is no exposure: nothing about it in `problems`."""
+@pytest.mark.parametrize(
+    ("content", "env"),
+    [("max_requests: 900\n", {}), ("app:\n  key: stale-key\n", {"API_KEY": "key-in-env"})],
+    ids=["no-key", "key-overridden-by-env"],
+)
+def test_check_without_the_key_in_the_file_reports_no_config_problem(tmp_path, content, env):
+    """A readable config file without the key in force (none, or one API_KEY overrides) is not reported."""
     (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "config.yaml").write_text("max_requests: 900\n")
-    _, report, _ = dify_sandbox(tmp_path, "check", SANDBOX_ISOLATION="off", SANDBOX_RUN_UIDS="")
+    (tmp_path / "conf" / "config.yaml").write_text(content)
+    _, report, _ = dify_sandbox(tmp_path, "check", SANDBOX_ISOLATION="off", SANDBOX_RUN_UIDS="", **env)
     assert report["isolation"]["python3"]["config_file_readable"] is True
     assert _config_problems(report) == []
 

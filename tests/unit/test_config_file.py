@@ -43,11 +43,12 @@ def test_own_setting_at_top_level_points_to_its_section() -> None:
 
 
 def test_holds_api_key(tmp_path: Path) -> None:
-    """`app.key` or `sandbox.api_key` with a value means the file holds the key; an empty one does not."""
+    """The key in force, as `app.key` or `sandbox.api_key`, is held by the file; another or an empty one is not."""
     path = tmp_path / "config.yaml"
     path.write_text("app:\n  key: k\n")
-    assert holds_api_key(path)
+    assert holds_api_key(path, "k")
+    assert not holds_api_key(path, "from-env")
     path.write_text("sandbox:\n  api_key: k\n")
-    assert holds_api_key(path)
+    assert holds_api_key(path, "k")
     path.write_text("app:\n  key: ''\n  port: 1\n")
-    assert not holds_api_key(path)
+    assert not holds_api_key(path, "")
