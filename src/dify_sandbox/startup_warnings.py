@@ -64,7 +64,8 @@ def warn_about(settings: Settings) -> None:
     if settings.debug:
         logger.warning(
             "DEBUG is on: the OpenAPI docs are served at /docs on the sandbox port and every request is logged",
-            docs=f"http://{settings.host}:{settings.port}/docs",
+            path="/docs",
+            port=settings.port,
         )
     for name, (field, meaning) in _CAPS.items():
         value: int = getattr(settings, field)
