@@ -44,7 +44,7 @@ def outcome_of(result: RunResult) -> Outcome:
         return "timeout"
     if result.output_limited:
         return "output_limit"
-    if result.signal is not None:
+    if result.signal is not None or result.killed_at_shutdown:
         return "killed"
     return "ok" if result.exit_code == 0 else "nonzero_exit"
 

@@ -37,10 +37,18 @@ class Service:
         return hmac.compare_digest(given, self.api_key)
 
     async def start(self) -> None:
-        """Starts the executors; the worker serves only once this returns."""
+        """Starts the executors; the worker serves only once this returns.
+
+        If either cannot start, both are closed before the error propagates: the lifespan's
+        shutdown does not run after a failed start-up, and what was started must not outlive it.
+        """
         if self.uids is not None:
             self.uids.kill_leftovers()  # of the worker this one replaces: its uids are handed out again
-        await asyncio.gather(self.python.start(), self.nodejs.start())
+        try:
+            await asyncio.gather(self.python.start(), self.nodejs.start())
+        except BaseException:
+            await self.close()
+            raise
         self.metrics.worker_started(self.settings.max_workers, self.settings.max_requests)
 
     def executor(self, language: Language) -> Executor:

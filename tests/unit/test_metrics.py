@@ -17,6 +17,7 @@ from dify_sandbox.metrics import SandboxMetrics, outcome_of
         (RunResult("", "", -1, timed_out=True), "timeout"),
         (RunResult("", "", -1, output_limited=True), "output_limit"),
         (RunResult("", "", -1, signal=9), "killed"),
+        (RunResult("", "", -1, killed_at_shutdown=True), "killed"),
     ],
 )
 def test_outcome_labels(result: RunResult, outcome: str) -> None:

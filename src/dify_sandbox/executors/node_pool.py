@@ -61,6 +61,7 @@ class _Node:
     stderr_r: int
     run_dir: str
     uid: int | None  # its own uid (service started as root)
+    killed_at_shutdown: bool = False  # its run was still going when the shutdown grace ran out
 
     @property
     def pid(self) -> int:
@@ -232,7 +233,8 @@ class NodePool:
             stderr.close()
         limited = stdout.limited or stderr.limited
         disk_limited = state["disk_limited"] and not state["timed_out"]
-        killed_by_us = state["timed_out"] or limited or disk_limited
+        at_shutdown = node.killed_at_shutdown and not state["timed_out"]
+        killed_by_us = state["timed_out"] or limited or disk_limited or at_shutdown
         return RunResult(
             stdout=stdout.text(),
             stderr=stderr.text(),
@@ -243,6 +245,7 @@ class NodePool:
             duration=loop.time() - started,
             pid=node.pid,
             limit="disk" if disk_limited else None,
+            killed_at_shutdown=at_shutdown,
         )
 
     async def _spawn(self, network: bool = True) -> _Node:
@@ -350,8 +353,9 @@ class NodePool:
         """Nothing to re-warm: every run starts a fresh node."""
 
     async def kill_all(self) -> None:
-        """Kills every running snippet's process group."""
+        """Kills every running snippet's process group (the shutdown grace has run out); their results say so."""
         for node in list(self._busy):
+            node.killed_at_shutdown = True
             node.kill_group()
 
     async def close(self) -> None:

@@ -87,6 +87,7 @@ class ThreadExecutor:
         self.stuck = 0
         self.unhealthy = False  # read by the server: drain and replace this worker
         self._watchers: set[asyncio.Task[None]] = set()
+        self._killed: set[Job[int]] = set()  # interrupted because the shutdown grace ran out
 
     @property
     def running(self) -> int:
@@ -123,12 +124,15 @@ class ThreadExecutor:
                 capture.stdout.text(), capture.stderr.text(), EXIT_KILLED, timed_out=True, duration=request.timeout
             )
         self._live.discard(job)
+        at_shutdown = job in self._killed and exit_code == EXIT_KILLED and not capture.limited
+        self._killed.discard(job)
         return RunResult(
             stdout=capture.stdout.text(),
             stderr=capture.stderr.text(),
             exit_code=EXIT_KILLED if capture.limited else exit_code,
             output_limited=capture.limited,
             duration=loop.time() - started,
+            killed_at_shutdown=at_shutdown,
         )
 
     def _execute(self, code: str, preload: str, capture: Capture) -> int:
@@ -172,13 +176,15 @@ class ThreadExecutor:
             if counted:
                 self.stuck -= 1
             self._live.discard(job)
+            self._killed.discard(job)
 
     async def rewarm(self) -> None:
         """Nothing to re-warm: new packages are imported on first use by the snippet."""
 
     async def kill_all(self) -> None:
-        """Interrupts every running snippet thread."""
+        """Interrupts every running snippet thread (the shutdown grace has run out); their results say so."""
         for job in list(self._live):
+            self._killed.add(job)
             job.interrupt(RunInterruptedError)
 
     async def close(self) -> None:

@@ -47,7 +47,15 @@ from dify_sandbox.executors.zygote.isolation import (
     probe_network_namespace,
     unreadable_for,
 )
-from dify_sandbox.executors.zygote.protocol import FLAG_NETWORK, FRAME_BYTES, SPAWN_FDS, Frame, Op, spawn_uid
+from dify_sandbox.executors.zygote.protocol import (
+    FLAG_NETWORK,
+    FRAME_BYTES,
+    READY_EVENT,
+    SPAWN_FDS,
+    Frame,
+    Op,
+    spawn_uid,
+)
 from dify_sandbox.run_uids import kill_uids
 
 __all__ = ["ZygoteConfig", "ZygoteServer", "main"]
@@ -191,7 +199,7 @@ class ZygoteServer:
         self.fork_spare()  # before READY: the first run finds its child waiting
         self.send(Frame(Op.READY, run_id=self.isolation.to_bits(), value=os.getpid(), aux=loaded))
         log(
-            "Zygote ready",
+            READY_EVENT,
             preloaded_modules=loaded,
             per_run_uids=self.isolation.per_run_uids,
             network_namespace=self.isolation.network_namespace,
