@@ -129,3 +129,22 @@ def test_rewarm_request_id_stays_on_the_lines_it_caused(start_server) -> None:
     assert "request_id" not in stopped, stopped
     (finished,) = [r for r in records if r["event"] == "Run finished"]
     assert finished["request_id"] == "run-2"
+
+
+def test_known_series_are_scraped_at_zero_from_a_fresh_server(start_server) -> None:
+    """Before any run, /metrics (two workers, multi-process mode) has every known labelled series at 0."""
+    server = start_server(SANDBOX_WORKERS=2)
+    samples = _samples(httpx.get(f"{server.url}/metrics", trust_env=False).text)
+
+    def present(name: str, **labels: str) -> float | None:
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    for language in ("python3", "nodejs"):
+        for outcome in ("ok", "nonzero_exit", "timeout", "output_limit", "killed", "internal_error", "rejected"):
+            assert present("dify_sandbox_runs_total", language=language, outcome=outcome) == 0, (language, outcome)
+        assert present("dify_sandbox_run_duration_seconds_count", language=language) == 0
+        assert present("dify_sandbox_queue_wait_seconds_count", language=language) == 0
+    for executor in ("zygote", "node_pool"):
+        assert present("dify_sandbox_executor_restarts_total", executor=executor) == 0
+    assert present("dify_sandbox_http_requests_total", route="/v1/sandbox/run", status="200") == 0
+    assert present("dify_sandbox_capacity_runs", limit="max_workers") is not None
