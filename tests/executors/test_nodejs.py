@@ -389,3 +389,11 @@ def test_disk_budget_kills_a_node_run() -> None:
     assert result.exit_code == -1, result
     assert not result.timed_out, result
     assert "error: disk limit exceeded" in result.error
+
+
+def test_node_run_is_the_oom_killers_first_choice(run: Run) -> None:
+    """A node run's oom_score_adj is above the worker's (here the test process)."""
+    worker_score = int(Path("/proc/self/oom_score_adj").read_text())
+    result = run("console.log(require('fs').readFileSync('/proc/self/oom_score_adj', 'utf8').trim())")
+    assert result.exit_code == 0, result.stderr
+    assert int(result.stdout) > worker_score
