@@ -24,6 +24,8 @@ EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
 
 # Arguments that are settings (the rest choose the command and its inputs).
 SETTING_ARGS = ("config_file", "host", "port", "workers", "executor")
+# ``run`` without --verbose prints only the run's answer: log lines below this level are dropped.
+QUIET_LOG_LEVEL = "ERROR"
 
 # Concurrency caps below this make slow snippets queue behind each other (Dify's mounted config
 # says max_workers: 4); honoured, but worth a warning.
@@ -44,7 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--executor", choices=["fork", "thread"], help="how snippets run")
     run = commands.add_parser("run", help="run one snippet file as the API would; print the JSON response")
     run.add_argument("file", type=Path, help="the snippet")
-    run.add_argument("--language", choices=["python3", "nodejs"], default="python3", help="default: python3")
+    run.add_argument(
+        "--language",
+        choices=["python3", "nodejs"],
+        help="default: from the file's extension (.js, .mjs, .cjs: nodejs), else python3",
+    )
+    run.add_argument("--verbose", action="store_true", help="also write the service's log lines to stderr")
     check = commands.add_parser("check", help="self-test both runtimes; print versions, limits and isolation")
     for command in (run, check):
         command.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
@@ -99,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dify-sandbox: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    quiet = args.command == "run" and not args.verbose
     configure_logging(
-        settings.log_level,
+        QUIET_LOG_LEVEL if quiet else settings.log_level,
         settings.log_format,
         settings.log_file,
         settings.log_file_max_bytes,
@@ -112,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dify_sandbox import operator_tools
 
         if args.command == "run":
-            return operator_tools.run_command(settings, args.file, args.language)
+            language = args.language or operator_tools.language_of(args.file)
+            return operator_tools.run_command(settings, args.file, language)
         return operator_tools.check_command(settings)
     logger.info("Starting", version=__version__, settings=settings.redacted())
     _warn_about(settings)

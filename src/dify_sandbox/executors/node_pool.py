@@ -41,7 +41,7 @@ from dify_sandbox.executors._sweep import kill_by_environment, kill_confined_orp
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.run_uids import RunUids, kill_uids
-from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node
+from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node, pinned_node_version
 
 __all__ = ["NodePool"]
 
@@ -163,6 +163,9 @@ class NodePool:
         if self.confinement is not None and not become_subreaper():
             logger.warning("Leftovers of Node.js runs are found by their environment only: not a subreaper")
         logger.info("Node.js found", path=self.binary.path, version=self.binary.version, source=self.binary.source)
+        pinned = pinned_node_version()
+        if pinned is not None and self.binary.source != "wheel" and self.binary.major != pinned.split(".", 1)[0]:
+            logger.warning("Node.js is not the pinned major version", version=self.binary.version, pinned=pinned)
         try:
             for _ in range(self.size):
                 self._idle.append(await self._spawn())
@@ -361,6 +364,8 @@ class NodePool:
     async def close(self) -> None:
         """Stops every node process, idle or running; none survives."""
         self._closing = True
+        if self._run_root is None and not self.spawned:
+            return  # never started (``dify-sandbox run`` of a Python file, or no node): nothing to stop
         for task in list(self._refills):
             task.cancel()
         await asyncio.gather(*self._refills, return_exceptions=True)
