@@ -55,17 +55,60 @@ def warm_both_runtimes(server) -> None:
     assert server.run_ok('console.log("js")', language="nodejs")["stdout"] == "js\n"
 
 
-def test_runs_killed_at_the_end_of_the_grace_are_named_so(start_server, sleep_marker, tmp_path):
-    """Scenario: a run outlives the shutdown grace (SANDBOX_GRACE_SECONDS=1).
+def hold_in_node(marker: str) -> str:
+    """A Node.js snippet that prints, then runs `sleep <marker>` until it is killed."""
+    return (
+        "const { spawnSync } = require('child_process');\n"
+        "console.log('started');\n"
+        f"spawnSync('sleep', ['{marker}'], {{ stdio: 'inherit' }});\n"
+        "console.log('done');\n"
+    )
 
-    1. Start a run that sleeps until killed; send SIGTERM once it is running.
+
+def hold_in_thread(started: Path) -> str:
+    """A snippet for the thread executor (not confined): prints, marks `started`, then waits until interrupted."""
+    loop = "while True:\n    time.sleep(0.05)"
+    return f'import time\nprint("started", flush=True)\nopen({str(started)!r}, "w").close()\n{loop}'
+
+
+def executor_of(variant: str) -> str:
+    return "thread" if variant == "python3-thread" else "fork"
+
+
+def start_held_run(server, variant: str, marker: str, tmp_path: Path):
+    """Starts a run that waits until it is killed (in the executor `variant` names); returns once it runs."""
+    if variant == "python3-thread":
+        started = tmp_path / "started"
+        in_flight = server.submit_run(hold_in_thread(started))
+        assert wait_for(started.exists, 10), "the run never started"
+        return in_flight
+    if variant == "nodejs":
+        in_flight = server.submit_run(hold_in_node(marker), language="nodejs")
+    else:
+        in_flight = server.submit_run(hold(marker))
+    wait_until_running(marker)
+    return in_flight
+
+
+VARIANTS = ["python3-fork", "python3-thread", "nodejs"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_runs_killed_at_the_end_of_the_grace_are_named_so(start_server, sleep_marker, tmp_path, variant):
+    """Scenario: a run outlives the shutdown grace (SANDBOX_GRACE_SECONDS=1), in each executor.
+
+    1. Start a run that waits until killed; send SIGTERM once it is running.
     2. The grace ends and the run is killed: the client still gets its result, whose `error` says it
        was killed at shutdown (not a signal that reads like the OOM killer).
     3. The run's log line gives the same reason; the server exits 0.
     """
-    server = start_server(SANDBOX_GRACE_SECONDS=1, SANDBOX_LOG_FORMAT="json", TMPDIR=fresh_tmpdir(tmp_path))
-    in_flight = server.submit_run(hold(sleep_marker))
-    wait_until_running(sleep_marker)
+    server = start_server(
+        SANDBOX_GRACE_SECONDS=1,
+        SANDBOX_LOG_FORMAT="json",
+        SANDBOX_EXECUTOR=executor_of(variant),
+        TMPDIR=fresh_tmpdir(tmp_path),
+    )
+    in_flight = start_held_run(server, variant, sleep_marker, tmp_path)
     os.kill(server.proc.pid, signal.SIGTERM)
 
     resp = in_flight.result(timeout=EXIT_TIMEOUT)
@@ -81,9 +124,11 @@ def test_runs_killed_at_the_end_of_the_grace_are_named_so(start_server, sleep_ma
     assert wait_exit(server) == 0
     (finished,) = [r for r in log_records(server) if r["event"] == "Run finished"]
     assert finished["exit_reason"] == "killed at shutdown", finished
+    assert finished["outcome"] == "killed", finished
 
 
-def test_second_sigint_answers_in_flight_runs_with_the_error_envelope(start_server, sleep_marker, tmp_path):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_second_sigint_answers_in_flight_runs_with_the_error_envelope(start_server, sleep_marker, tmp_path, variant):
     """Scenario: Ctrl-C twice on a terminal (SIGINT to the whole process group) while a run is in flight.
 
     1. Start a run that sleeps until killed; once it runs, SIGINT the group: the drain starts (/health 503).
@@ -92,10 +137,9 @@ def test_second_sigint_answers_in_flight_runs_with_the_error_envelope(start_serv
     4. The server exits 130 and leaves nothing in its temp dir.
     """
     tmpdir = fresh_tmpdir(tmp_path)
-    server = start_server(SANDBOX_GRACE_SECONDS=60, TMPDIR=tmpdir)
+    server = start_server(SANDBOX_GRACE_SECONDS=60, SANDBOX_EXECUTOR=executor_of(variant), TMPDIR=tmpdir)
     warm_both_runtimes(server)
-    in_flight = server.submit_run(hold(sleep_marker))
-    wait_until_running(sleep_marker)
+    in_flight = start_held_run(server, variant, sleep_marker, tmp_path)
     server.descendants()
     os.killpg(server.pgid, signal.SIGINT)
     assert wait_for(lambda: server.health_status() == 503, 10), server.output()

@@ -29,16 +29,19 @@ class OutputLimitError(BaseException):
 class Capture:
     """One run's stdout and stderr, bounded by ``limit`` characters per stream."""
 
-    __slots__ = ("limit", "limited", "stderr", "stdout")
+    __slots__ = ("closed", "limit", "limited", "stderr", "stdout")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.limited = False
+        self.closed = False  # the run was stopped (shutdown): later writes are dropped
         self.stdout = _Buffer()
         self.stderr = _Buffer()
 
     def write(self, buffer: _Buffer, text: str) -> None:
         """Appends ``text``; past the cap keeps what fits and stops the run."""
+        if self.closed:
+            return
         room = self.limit - buffer.size
         if len(text) > room:
             buffer.append(text[: max(room, 0)])
