@@ -26,6 +26,8 @@ EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
 SETTING_ARGS = ("config_file", "host", "port", "workers", "executor")
 # ``run`` without --verbose prints only the run's answer: log lines below this level are dropped.
 QUIET_LOG_LEVEL = "ERROR"
+# File extensions of Node.js snippets for ``run``; any other file is taken for python3.
+NODEJS_SUFFIXES = frozenset({".js", ".mjs", ".cjs"})
 
 # Concurrency caps below this make slow snippets queue behind each other (Dify's mounted config
 # says max_workers: 4); honoured, but worth a warning.
@@ -57,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
         command.add_argument("--executor", choices=["fork", "thread"], help="how python3 snippets run")
     return parser
+
+
+def _language_of(path: Path) -> str:
+    """The language of a snippet file by its extension: nodejs for .js, .mjs and .cjs, else python3."""
+    return "nodejs" if path.suffix.lower() in NODEJS_SUFFIXES else "python3"
 
 
 def _warn_about(settings: Settings) -> None:
@@ -120,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dify_sandbox import operator_tools
 
         if args.command == "run":
-            language = args.language or operator_tools.language_of(args.file)
+            language = args.language or _language_of(args.file)
             return operator_tools.run_command(settings, args.file, language)
         return operator_tools.check_command(settings)
     logger.info("Starting", version=__version__, settings=settings.redacted())

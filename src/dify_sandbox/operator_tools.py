@@ -33,23 +33,13 @@ from dify_sandbox.executors.base import Language, RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
 from dify_sandbox.service import Service
 
-__all__ = [
-    "EXIT_FAILED",
-    "SELF_TEST_TEXT",
-    "check_command",
-    "language_of",
-    "run_command",
-    "run_file",
-    "self_check",
-]
+__all__ = ["EXIT_FAILED", "SELF_TEST_TEXT", "check_command", "run_command", "run_file", "self_check"]
 
 # The snippet exited non-zero, it could not run, or a self-test failed.
 EXIT_FAILED = 1
 # Round-trips through base64, JSON and UTF-8 stdout in both runtimes, as Dify's wrappers do.
 SELF_TEST_TEXT = "dify-sandbox self-check: ünïcødé ✓ 中文"
 LANGUAGES: tuple[Language, ...] = ("python3", "nodejs")
-# File extensions of Node.js snippets; any other file is taken for python3.
-NODEJS_SUFFIXES = frozenset({".js", ".mjs", ".cjs"})
 # A fork child removes its run dir just after reporting its exit code, so the check waits a little.
 RUN_DIR_REMOVAL_WAIT = 2.0
 _PR_GET_DUMPABLE = 3
@@ -120,11 +110,6 @@ console.log(JSON.stringify({
   net_ns: (() => { try { return fs.readlinkSync('/proc/self/ns/net'); } catch (error) { return null; } })(),
 }));
 """
-
-
-def language_of(path: Path) -> Language:
-    """The language of a snippet file by its extension: nodejs for .js, .mjs and .cjs, else python3."""
-    return "nodejs" if path.suffix.lower() in NODEJS_SUFFIXES else "python3"
 
 
 def _language(name: str) -> Language:
