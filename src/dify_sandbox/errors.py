@@ -8,7 +8,8 @@ service itself or of a request, and ``api/handlers.py`` maps each to the API's e
     ├── ConfigError                     invalid settings; start-up stops
     ├── ExecutorError                   the service could not run the snippet (code -500)
     │   ├── ZygoteUnavailableError      the zygote died or is restarting
-    │   └── ProtocolError               a malformed frame crossed the zygote boundary
+    │   ├── ProtocolError               a malformed frame crossed the zygote boundary
+    │   └── ForcedStopError             a forced shutdown stopped the run
     └── RequestError                    the request itself is wrong (HTTP 400, code -400)
         ├── UnsupportedLanguageError
         ├── NetworkDisabledError        enable_network asked while disabled (HTTP 200, code -400)
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ExecutorError",
+    "ForcedStopError",
     "NetworkDisabledError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -56,6 +58,13 @@ class ZygoteUnavailableError(ExecutorError):
 
 class ProtocolError(ExecutorError):
     """A frame from the zygote did not match the protocol."""
+
+
+class ForcedStopError(ExecutorError):
+    """A second SIGINT stopped the server without waiting for the run; it was killed unfinished."""
+
+    def __init__(self, message: str = "server is shutting down; the run was stopped before it finished") -> None:
+        super().__init__(message)
 
 
 class RequestError(SandboxError):

@@ -7,6 +7,7 @@ comes first so a ``request_id`` bound for a request lands on every line of that 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import logging.handlers
 import os
@@ -18,7 +19,21 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from dify_sandbox.config import LogFormat
 
-__all__ = ["BatchedLineHandler", "configure_logging", "log_file_for"]
+__all__ = ["REQUEST_BINDINGS", "BatchedLineHandler", "configure_logging", "detached_context", "log_file_for"]
+
+# What is bound for one request only (``api/middleware.py``); ``worker`` is bound for the process.
+REQUEST_BINDINGS = ("request_id",)
+
+
+def detached_context() -> contextvars.Context:
+    """A copy of the current context without the request's bindings, for work that outlives the request.
+
+    Tasks and loop callbacks inherit the context they are created in (PEP 567): a helper process a
+    request starts (the zygote a re-warm brings up) would otherwise log that request's id for life.
+    """
+    context = contextvars.copy_context()
+    context.run(structlog.contextvars.unbind_contextvars, *REQUEST_BINDINGS)
+    return context
 
 
 class BatchedLineHandler(logging.Handler):

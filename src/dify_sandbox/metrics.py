@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any, Literal, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
-from dify_sandbox.executors.base import RunResult
+from dify_sandbox.executors.base import Language, RunResult
 
 __all__ = [
     "CONTENT_TYPE",
@@ -33,6 +34,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 Outcome = Literal["ok", "nonzero_exit", "timeout", "output_limit", "killed", "internal_error", "rejected"]
+# The helper processes whose restarts are counted.
+RESTARTED_EXECUTORS = ("zygote", "node_pool")
 
 # Runs range from sub-millisecond (thread executor) to WORKER_TIMEOUT; waits the same.
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
@@ -44,7 +47,7 @@ def outcome_of(result: RunResult) -> Outcome:
         return "timeout"
     if result.output_limited:
         return "output_limit"
-    if result.signal is not None:
+    if result.signal is not None or result.killed_at_shutdown:
         return "killed"
     return "ok" if result.exit_code == 0 else "nonzero_exit"
 
@@ -118,8 +121,30 @@ class SandboxMetrics:
         )
         # Labelled children by label values: ``labels()`` validates and sorts its arguments on every call.
         self._children: dict[tuple[object, ...], Any] = {}
+        self._start_known_series()
+
+    def _start_known_series(self) -> None:
+        """Creates every known label combination at 0, so that each series exists from the first scrape.
+
+        A labelled series appears only once its child is created; until then ``rate()`` and alerts
+        on it see nothing rather than 0. In multi-process mode creating a child writes its 0 to this
+        worker's file, so the sum over workers has it too.
+        """
+        for language in get_args(Language):
+            for outcome in get_args(Outcome):
+                self._child(self.runs, language, outcome)
+            self._child(self.run_duration, language)
+            self._child(self.queue_wait, language)
+        for executor in RESTARTED_EXECUTORS:
+            self._child(self.executor_restarts, executor)
+
+    def start_route_series(self, routes: Iterable[str]) -> None:
+        """Creates the ``status="200"`` request count of each route template at 0 (other statuses appear when seen)."""
+        for route in routes:
+            self._child(self.http_requests, route, "200")
 
     def _child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """The child of ``metric`` for ``values``, created (at 0) on first use."""
         key = (metric, *values)
         child = self._children.get(key)
         if child is None:
@@ -133,7 +158,7 @@ class SandboxMetrics:
     def worker_started(self, max_workers: int, max_requests: int) -> None:
         """Publishes this worker's share of the configured capacity."""
         self.server_workers.set(1)
-        self.capacity.labels(limit="max_workers").set(max_workers)
+        self.capacity.labels(limit="max_workers").set(max_workers)  # set at once: no 0 to start from
         self.capacity.labels(limit="max_requests").set(max_requests)
 
     def record_run(self, language: str, outcome: Outcome, duration: float | None, queued: float | None) -> None:

@@ -84,7 +84,7 @@ async def run_file(settings: Settings, path: Path, language: str) -> dict[str, A
     request = RunRequest(lang, code, "", settings.enable_network, settings.worker_timeout)
     service = Service(settings, slot=settings.workers)  # the operator commands' uids
     try:
-        await service.start()
+        await service.start(languages=(lang,))  # a Python file starts no node process, and the reverse
         result = await service.executor(lang).run(request)
     finally:
         await service.close()

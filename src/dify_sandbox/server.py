@@ -2,7 +2,10 @@
 
 Shutdown order per worker (SIGTERM or SIGINT): ``/health`` answers 503 and new runs are refused
 at once; in-flight runs get ``grace`` seconds to finish; the rest are killed; uvicorn stops
-accepting and closes; the lifespan closes the zygote. A second SIGINT forces exit. uvicorn's own
+accepting and closes; the lifespan closes the zygote and the node pool. A second SIGINT ends the
+wait at once: runs in flight are killed and answered with the API's error envelope, and the same
+closing follows, so nothing is left behind (uvicorn's own forced exit would skip the lifespan's
+shutdown, and with it the removal of the executors' temp dirs). uvicorn's own
 multi-process supervisor is not used because it hard-wires its ``Server`` class, whose first
 signal closes the listener at once: that would refuse ``/health`` instead of answering 503.
 """
@@ -66,12 +69,13 @@ class SandboxServer(uvicorn.Server):
         self.service = service
         self.heartbeat = heartbeat
         self.signalled = False
+        self.forced = False
         self.drain_deadline: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Only flags: the loop's on_tick does the work (https://docs.python.org/3/library/signal.html).
         if self.signalled and sig == signal.SIGINT:
-            self.should_exit = self.force_exit = True
+            self.forced = True
         self.signalled = True
 
     async def on_tick(self, counter: int) -> bool:
@@ -91,6 +95,11 @@ class SandboxServer(uvicorn.Server):
             logger.info("Draining", in_flight=admission.in_flight, grace_s=self.service.settings.grace)
         if admission.in_flight == 0:
             logger.info("Drained; stopping")
+            self.should_exit = True
+        elif self.forced:
+            logger.warning("Second SIGINT; killing remaining runs", in_flight=admission.in_flight)
+            admission.forced = True
+            await self.service.kill_all()
             self.should_exit = True
         elif time.monotonic() >= self.drain_deadline:
             logger.warning("Grace period over; killing remaining runs", in_flight=admission.in_flight)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Collection
 
 from prometheus_client import CollectorRegistry
 
@@ -38,11 +39,19 @@ class Service:
         """``given`` (an ``X-Api-Key`` value as sent) is the configured key; compared in constant time."""
         return hmac.compare_digest(given, self.api_key)
 
-    async def start(self) -> None:
-        """Starts the executors; the worker serves only once this returns."""
+    async def start(self, languages: Collection[Language] = ("python3", "nodejs")) -> None:
+        """Starts the executors of ``languages`` (a server worker: both); the worker serves only once this returns.
+
+        If either cannot start, both are closed before the error propagates: the lifespan's
+        shutdown does not run after a failed start-up, and what was started must not outlive it.
+        """
         if self.uids is not None:
             self.uids.kill_leftovers()  # of the worker this one replaces: its uids are handed out again
-        await asyncio.gather(self.python.start(), self.nodejs.start())
+        try:
+            await asyncio.gather(*(self.executor(language).start() for language in languages))
+        except BaseException:
+            await self.close()
+            raise
         self.metrics.worker_started(self.settings.max_workers, self.settings.max_requests)
 
     def executor(self, language: Language) -> Executor:

@@ -188,3 +188,12 @@ def test_proxies_reach_network_runs_only() -> None:
         assert offline == "None ['HOME', 'LANG', 'MPLCONFIGDIR', 'PATH', 'TMPDIR', 'XDG_CACHE_HOME']\n"
     finally:
         harness.close()
+
+
+def test_run_is_the_oom_killers_first_choice(defaults: Harness) -> None:
+    """A run's oom_score_adj is above the worker's (here the test process), so memory exhaustion ends the run."""
+    with open("/proc/self/oom_score_adj") as file:
+        worker_score = int(file.read())
+    result = defaults.run("print(open('/proc/self/oom_score_adj').read().strip())")
+    assert result.exit_code == 0, result.stderr
+    assert int(result.stdout) > worker_score

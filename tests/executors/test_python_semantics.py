@@ -165,6 +165,26 @@ def test_binary_garbage_on_stdout_is_replaced(run: Run, needs_isolation: None) -
     assert run("import os\nos.write(1, b'ok\\xff\\xfe\\n')").stdout == "ok\ufffd\ufffd\n"
 
 
+BINARY_STREAMS = """\
+import sys
+sys.stdout.buffer.write("grüße ".encode())
+cjk = "中".encode()
+sys.stdout.buffer.write(cjk[:2])
+sys.stdout.buffer.write(cjk[2:] + b"\\xff")
+sys.stdout.buffer.flush()
+sys.stderr.buffer.write(b"to stderr\\n")
+print(" then text")
+"""
+
+
+def test_binary_stream_writes_are_the_runs_output(run: Run) -> None:
+    """Bytes written to sys.stdout.buffer and sys.stderr.buffer are the run's output; split UTF-8 is joined."""
+    result = run(BINARY_STREAMS)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "grüße 中\ufffd then text\n"
+    assert result.stderr == "to stderr\n"
+
+
 def test_stdin_is_empty(run: Run) -> None:
     """Reading stdin gives EOF at once."""
     assert run("import sys\nprint(repr(sys.stdin.read()))").stdout == "''\n"

@@ -101,3 +101,50 @@ def test_metrics_open_by_default_and_key_protected_on_request(start_server) -> N
     closed = start_server(SANDBOX_METRICS_REQUIRE_KEY="true")
     assert httpx.get(f"{closed.url}/metrics", trust_env=False).status_code == 401
     assert closed.http.get("/metrics").status_code == 200
+
+
+def test_rewarm_request_id_stays_on_the_lines_it_caused(start_server) -> None:
+    """Scenario: dependencies/update re-warms the zygote; only the lines caused by that request carry its id.
+
+    1. POST /v1/sandbox/dependencies/update with X-Request-Id `rewarm-1`: a new zygote starts.
+    2. Its start-up lines (up to "Zygote ready") carry `rewarm-1`.
+    3. A later run (its own id) and the new zygote's lines after its start (its "Zygote stopped" at
+       shutdown) do not.
+    """
+    server = start_server(SANDBOX_LOG_FORMAT="json")
+    resp = server.http.post(
+        "/v1/sandbox/dependencies/update", json={"language": "python3"}, headers={"X-Request-Id": "rewarm-1"}
+    )
+    assert resp.json() == {"code": 0, "message": "success", "data": {}}
+    later = {"language": "python3", "code": "print(1)"}
+    assert server.http.post("/v1/sandbox/run", json=later, headers={"X-Request-Id": "run-2"}).json()["code"] == 0
+    assert server.terminate() == 0
+
+    records = [json.loads(line) for line in server.stderr_text().splitlines() if line.startswith("{")]
+    ready = [r for r in records if r["event"] == "Zygote ready"]
+    assert len(ready) == 2, ready  # the first zygote's, then the re-warmed one's
+    fresh_pid = ready[1]["zygote_pid"]
+    assert ready[1].get("request_id") == "rewarm-1"
+    (stopped,) = [r for r in records if r["event"] == "Zygote stopped" and r["zygote_pid"] == fresh_pid]
+    assert "request_id" not in stopped, stopped
+    (finished,) = [r for r in records if r["event"] == "Run finished"]
+    assert finished["request_id"] == "run-2"
+
+
+def test_known_series_are_scraped_at_zero_from_a_fresh_server(start_server) -> None:
+    """Before any run, /metrics (two workers, multi-process mode) has every known labelled series at 0."""
+    server = start_server(SANDBOX_WORKERS=2)
+    samples = _samples(httpx.get(f"{server.url}/metrics", trust_env=False).text)
+
+    def present(name: str, **labels: str) -> float | None:
+        return samples.get((name, tuple(sorted(labels.items()))))
+
+    for language in ("python3", "nodejs"):
+        for outcome in ("ok", "nonzero_exit", "timeout", "output_limit", "killed", "internal_error", "rejected"):
+            assert present("dify_sandbox_runs_total", language=language, outcome=outcome) == 0, (language, outcome)
+        assert present("dify_sandbox_run_duration_seconds_count", language=language) == 0
+        assert present("dify_sandbox_queue_wait_seconds_count", language=language) == 0
+    for executor in ("zygote", "node_pool"):
+        assert present("dify_sandbox_executor_restarts_total", executor=executor) == 0
+    assert present("dify_sandbox_http_requests_total", route="/v1/sandbox/run", status="200") == 0
+    assert present("dify_sandbox_capacity_runs", limit="max_workers") is not None

@@ -91,6 +91,49 @@ def test_run_nodejs_file(tmp_path):
     assert code == 0
 
 
+def test_run_is_quiet_unless_verbose(tmp_path):
+    """`run FILE` writes only the answer (stderr stays empty); with --verbose the service's log lines go to stderr."""
+    path = snippet(tmp_path, "hello.py", 'print("Hello World")\n')
+    code, body, stderr = dify_sandbox(tmp_path, "run", str(path))
+    assert body["data"]["stdout"] == "Hello World\n"
+    assert stderr == ""
+    assert code == 0
+    code, body, stderr = dify_sandbox(tmp_path, "run", str(path), "--verbose")
+    assert body["data"]["stdout"] == "Hello World\n"
+    assert "Zygote ready" in stderr
+    assert code == 0
+
+
+@pytest.mark.parametrize("name", ["hello.js", "hello.mjs", "hello.cjs"])
+def test_run_infers_nodejs_from_the_extension(tmp_path, name):
+    """A .js, .mjs or .cjs file runs in node without --language, and only node is started."""
+    path = snippet(tmp_path, name, 'console.log(JSON.stringify({"Hello": "World"}))\n')
+    code, body, stderr = dify_sandbox(tmp_path, "run", str(path), "--verbose")
+    assert body["data"]["stdout"] == '{"Hello":"World"}\n', body
+    assert code == 0
+    assert "Node pool ready" in stderr
+    assert "Zygote ready" not in stderr
+
+
+def test_run_python_file_starts_no_node(tmp_path):
+    """A .py file starts the zygote only: no node process, no node pool lines in the service's log."""
+    path = snippet(tmp_path, "hello.py", 'print("Hello World")\n')
+    code, body, stderr = dify_sandbox(tmp_path, "run", str(path), "--verbose")
+    assert body["data"]["stdout"] == "Hello World\n"
+    assert "Zygote ready" in stderr
+    assert "Node.js found" not in stderr
+    assert "Node pool" not in stderr
+    assert code == 0
+
+
+def test_explicit_language_wins_over_the_extension(tmp_path):
+    """--language python3 runs a .js file as Python."""
+    path = snippet(tmp_path, "really-python.js", 'print("from python")\n')
+    code, body, _ = dify_sandbox(tmp_path, "run", str(path), "--language", "python3")
+    assert body["data"]["stdout"] == "from python\n", body
+    assert code == 0
+
+
 def test_run_failing_snippet_exits_1_with_the_run_result(tmp_path):
     """An uncaught exception is a run result (code 0, exit_code 255, traceback in `error`); the command exits 1."""
     path = snippet(tmp_path, "bad.py", "1 / 0\n")

@@ -143,3 +143,15 @@ def test_timed_out_busy_loop_is_stopped(start_server):
     assert used < 0.3, f"the worker used {used:.2f} s of CPU in 1 s after the timeout"
     assert server.run_ok("print('alive')")["stdout"] == "alive\n"
     assert worker_of(server).pid == worker.pid
+
+
+def test_binary_stream_writes_stay_in_the_run(thread_server):
+    """Bytes written to sys.stdout.buffer and sys.stderr.buffer come back in the result, not in the server's output."""
+    marker = "buffer-marker-5c1e"
+    code = f'import sys\nsys.stdout.buffer.write(b"{marker} out\\n")\nsys.stderr.buffer.write(b"{marker} err\\n")'
+    data = thread_server.run_ok(code)
+    assert data["stdout"] == f"{marker} out\n"
+    assert data["stderr"] == f"{marker} err\n"
+    assert data["exit_code"] == 0
+    assert thread_server.run_ok("print('after')")["stdout"] == "after\n"  # a later line of the server is written
+    assert marker not in thread_server.stdout_text() + thread_server.stderr_text()

@@ -17,6 +17,7 @@ from dify_sandbox.metrics import SandboxMetrics, outcome_of
         (RunResult("", "", -1, timed_out=True), "timeout"),
         (RunResult("", "", -1, output_limited=True), "output_limit"),
         (RunResult("", "", -1, signal=9), "killed"),
+        (RunResult("", "", -1, killed_at_shutdown=True), "killed"),
     ],
 )
 def test_outcome_labels(result: RunResult, outcome: str) -> None:
@@ -34,3 +35,20 @@ def test_record_run_counts_and_observes() -> None:
     assert registry.get_sample_value("dify_sandbox_runs_total", {"language": "python3", "outcome": "rejected"}) == 1
     assert registry.get_sample_value("dify_sandbox_run_duration_seconds_count", {"language": "python3"}) == 1
     assert registry.get_sample_value("dify_sandbox_queue_wait_seconds_sum", {"language": "python3"}) == 0.001
+
+
+def test_known_series_exist_at_zero_before_anything_happens() -> None:
+    """Every language x outcome, both histograms per language and the restart counters are 0 from the start."""
+    registry = CollectorRegistry()
+    metrics = SandboxMetrics(registry)
+    metrics.start_route_series(["/v1/sandbox/run"])
+    for language in ("python3", "nodejs"):
+        for outcome in ("ok", "nonzero_exit", "timeout", "output_limit", "killed", "internal_error", "rejected"):
+            labels = {"language": language, "outcome": outcome}
+            assert registry.get_sample_value("dify_sandbox_runs_total", labels) == 0, labels
+        assert registry.get_sample_value("dify_sandbox_run_duration_seconds_count", {"language": language}) == 0
+        assert registry.get_sample_value("dify_sandbox_queue_wait_seconds_count", {"language": language}) == 0
+    for executor in ("zygote", "node_pool"):
+        assert registry.get_sample_value("dify_sandbox_executor_restarts_total", {"executor": executor}) == 0
+    labels = {"route": "/v1/sandbox/run", "status": "200"}
+    assert registry.get_sample_value("dify_sandbox_http_requests_total", labels) == 0

@@ -26,3 +26,9 @@ def test_signal_and_output_limit_are_named() -> None:
     """A death by signal names the signal; the output cap names itself."""
     assert "error: killed by signal SIGSEGV" in RunResult("", "", -1, signal=11).error
     assert "error: output limit exceeded" in RunResult("", "", -1, output_limited=True).error
+
+
+def test_kill_at_shutdown_is_named() -> None:
+    """A run killed because the shutdown grace ran out says so, not as a signal the OOM killer could have sent."""
+    result = RunResult(stdout="", stderr="", exit_code=-1, killed_at_shutdown=True)
+    assert result.error == "process exited with code -1\nerror: killed at shutdown\n"

@@ -11,7 +11,13 @@ from dify_sandbox.api.auth import require_api_key
 from dify_sandbox.api.binding import bind
 from dify_sandbox.api.schemas import DependenciesBody, RunBody, envelope, run_data
 from dify_sandbox.dependencies import read_requirements
-from dify_sandbox.errors import ExecutorError, NetworkDisabledError, RequestError, UnsupportedLanguageError
+from dify_sandbox.errors import (
+    ExecutorError,
+    ForcedStopError,
+    NetworkDisabledError,
+    RequestError,
+    UnsupportedLanguageError,
+)
 from dify_sandbox.executors.base import Language, RunRequest, RunResult
 from dify_sandbox.metrics import CONTENT_TYPE, outcome_of, render
 from dify_sandbox.service import Service
@@ -53,6 +59,8 @@ async def metrics(request: Request) -> Response:
 
 def exit_reason(result: RunResult) -> str:
     """How the run's process ended, in words for the log."""
+    if result.killed_at_shutdown:
+        return "killed at shutdown"
     if result.timed_out:
         return "killed at timeout"
     if result.output_limited:
@@ -92,6 +100,8 @@ async def execute_run(service: Service, body: RunBody) -> Response:
     try:
         async with service.admission.admit() as queued:
             result = await service.executor(language).run(run_request)
+        if service.admission.forced:
+            raise ForcedStopError()
     except RequestError:
         metrics.record_run(language, "rejected", None, None)
         raise

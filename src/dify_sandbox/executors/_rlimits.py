@@ -1,5 +1,8 @@
 """Per-run resource limits (rlimits): what they are, how they are applied, how a breach is named.
 
+Applying them also raises the run's ``oom_score_adj``: when memory runs out, the kernel's OOM
+killer then picks a run rather than the zygote or a server worker (raising it needs no privilege).
+
 Standard library only: the zygote imports it. Limits apply to the fork executor's children
 (``setrlimit`` after fork) and to pooled node processes (``prlimit`` right after spawn); the thread
 executor runs inside the server and cannot have them. ``RLIMIT_NPROC`` counts every process of a
@@ -8,14 +11,19 @@ user, so it is only applied when each run has its own uid (service started as ro
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import resource
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["LIMIT_NAMES", "RunLimits", "limit_code_of"]
+__all__ = ["LIMIT_NAMES", "RUN_OOM_SCORE_ADJ", "RunLimits", "limit_code_of"]
 
 _MB = 1024 * 1024
+# Added to a run's OOM badness (-1000..1000); the service's own processes keep theirs.
+RUN_OOM_SCORE_ADJ = 500
+_OOM_SCORE_ADJ_TEXT = str(RUN_OOM_SCORE_ADJ).encode()
 
 # Codes a child reports on its status pipe when an exception shows it hit a limit.
 LIMIT_NAMES: dict[int, str] = {1: "memory", 2: "file size", 3: "open files"}
@@ -49,12 +57,13 @@ class RunLimits:
         return pairs
 
     def apply(self, per_run_uid: bool, pid: int = 0) -> None:
-        """Sets the limits on this process (``pid=0``) or on another one (``prlimit``)."""
+        """Sets the limits on this process (``pid=0``) or on another one (``prlimit``), and raises its OOM score."""
         for which, values in self.rlimits(per_run_uid):
             if pid:
                 resource.prlimit(pid, which, values)
             else:
                 resource.setrlimit(which, values)
+        _raise_oom_score(pid)
 
     @classmethod
     def from_settings(cls, settings: Any) -> RunLimits:
@@ -76,6 +85,16 @@ class RunLimits:
     def from_dict(cls, data: dict[str, Any]) -> RunLimits:
         """Inverse of :meth:`to_dict`."""
         return cls(**{key: int(value) for key, value in data.items()})
+
+
+def _raise_oom_score(pid: int) -> None:
+    """Makes the process the OOM killer's first choice; a /proc that refuses leaves it the service's odds."""
+    with contextlib.suppress(OSError):
+        fd = os.open(f"/proc/{pid or 'self'}/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, _OOM_SCORE_ADJ_TEXT)
+        finally:
+            os.close(fd)
 
 
 def limit_code_of(exc: BaseException) -> int:

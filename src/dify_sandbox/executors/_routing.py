@@ -2,12 +2,16 @@
 
 ``sys.stdout``/``sys.stderr``/``sys.stdin`` are replaced once by proxies that look up the run of
 the current thread in a context variable: inside a run they write to that run's capture, outside
-one they pass through to the real stream. Nothing is reassigned per run, so concurrent runs never
-see each other's output. A routing log handler on the root logger does the same for ``logging``.
+one they pass through to the real stream. Their ``buffer`` (bytes written to ``sys.stdout.buffer``)
+is routed the same way. Nothing is reassigned per run, so concurrent runs never see each other's
+output. A routing log handler on the root logger does the same for ``logging``. What is written to
+fds 1 and 2 themselves (``os.write``, C code, child processes) bypasses Python and cannot be told
+apart by run: it reaches the server's own streams.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import io
 import logging
@@ -25,16 +29,19 @@ class OutputLimitError(BaseException):
 class Capture:
     """One run's stdout and stderr, bounded by ``limit`` characters per stream."""
 
-    __slots__ = ("limit", "limited", "stderr", "stdout")
+    __slots__ = ("closed", "limit", "limited", "stderr", "stdout")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.limited = False
+        self.closed = False  # the run was stopped (shutdown): later writes are dropped
         self.stdout = _Buffer()
         self.stderr = _Buffer()
 
     def write(self, buffer: _Buffer, text: str) -> None:
         """Appends ``text``; past the cap keeps what fits and stops the run."""
+        if self.closed:
+            return
         room = self.limit - buffer.size
         if len(text) > room:
             buffer.append(text[: max(room, 0)])
@@ -42,19 +49,33 @@ class Capture:
             raise OutputLimitError
         buffer.append(text)
 
+    def write_bytes(self, buffer: _Buffer, data: bytes) -> None:
+        """Appends bytes written to a stream's ``buffer``, decoded as the fork executor decodes its pipes."""
+        self.write(buffer, buffer.decode(data))
+
 
 class _Buffer:
-    __slots__ = ("parts", "size")
+    __slots__ = ("decoder", "parts", "size")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
         self.size = 0
+        # For bytes written to ``buffer``: a UTF-8 sequence may be split across writes.
+        self.decoder: codecs.IncrementalDecoder | None = None
 
     def append(self, text: str) -> None:
         self.parts.append(text)
         self.size += len(text)
 
+    def decode(self, data: bytes) -> str:
+        if self.decoder is None:
+            self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        return self.decoder.decode(data)
+
     def text(self) -> str:
+        if self.decoder is not None:
+            self.parts.append(self.decoder.decode(b"", final=True))  # an unfinished sequence, as U+FFFD
+            self.decoder = None
         text = "".join(self.parts)
         if text.isascii():
             return text
@@ -65,12 +86,53 @@ class _Buffer:
 current_capture: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("current_capture", default=None)
 
 
+class _RoutedBinaryWriter(io.BufferedIOBase):
+    """Stands in for ``sys.stdout.buffer`` / ``sys.stderr.buffer``: a run's bytes go to its capture."""
+
+    def __init__(self, real: TextIO, which: str) -> None:
+        self._real = real
+        self._which = which
+
+    def write(self, data: Any) -> int:
+        raw = bytes(data)
+        capture = current_capture.get()
+        if capture is not None:
+            capture.write_bytes(getattr(capture, self._which), raw)
+            return len(raw)
+        real_buffer = getattr(self._real, "buffer", None)
+        if real_buffer is None:  # a text-only stream (a test runner's capture): write it as text
+            self._real.write(raw.decode("utf-8", "replace"))
+            return len(raw)
+        self._real.flush()  # what was written as text before these bytes goes out first
+        return int(real_buffer.write(raw))
+
+    def flush(self) -> None:
+        if current_capture.get() is None:
+            real_buffer = getattr(self._real, "buffer", None)
+            (real_buffer or self._real).flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._real.fileno()
+
+
 class _RoutedWriter(io.TextIOBase):
     """Stands in for sys.stdout or sys.stderr for the whole process."""
 
     def __init__(self, real: TextIO, which: str) -> None:
         self._real = real
         self._which = which
+        self._buffer = _RoutedBinaryWriter(real, which)
+
+    @property
+    def buffer(self) -> _RoutedBinaryWriter:
+        """The binary layer, routed per run like the text one."""
+        return self._buffer
 
     def write(self, text: str) -> int:
         capture = current_capture.get()

@@ -42,6 +42,7 @@ class RunResult:
     duration: float = 0.0
     pid: int | None = None
     limit: str | None = None  # the resource limit the run hit ("memory", "file size", ...)
+    killed_at_shutdown: bool = False  # still running when the shutdown grace ran out
 
     @property
     def signal_name(self) -> str | None:
@@ -51,6 +52,8 @@ class RunResult:
     @property
     def sandbox_message(self) -> str:
         """The line the sandbox adds to ``error`` to say why it stopped the run, if it did."""
+        if self.killed_at_shutdown:
+            return "error: killed at shutdown"
         if self.timed_out:
             return "error: timeout"
         if self.output_limited:

@@ -41,7 +41,7 @@ from dify_sandbox.executors._sweep import kill_by_environment, kill_confined_orp
 from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.run_uids import RunUids, kill_uids
-from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node
+from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node, pinned_node_version
 
 __all__ = ["NodePool"]
 
@@ -61,6 +61,7 @@ class _Node:
     stderr_r: int
     run_dir: str
     uid: int | None  # its own uid (service started as root)
+    killed_at_shutdown: bool = False  # its run was still going when the shutdown grace ran out
 
     @property
     def pid(self) -> int:
@@ -162,6 +163,9 @@ class NodePool:
         if self.confinement is not None and not become_subreaper():
             logger.warning("Leftovers of Node.js runs are found by their environment only: not a subreaper")
         logger.info("Node.js found", path=self.binary.path, version=self.binary.version, source=self.binary.source)
+        pinned = pinned_node_version()
+        if pinned is not None and self.binary.source != "wheel" and self.binary.major != pinned.split(".", 1)[0]:
+            logger.warning("Node.js is not the pinned major version", version=self.binary.version, pinned=pinned)
         try:
             for _ in range(self.size):
                 self._idle.append(await self._spawn())
@@ -232,7 +236,8 @@ class NodePool:
             stderr.close()
         limited = stdout.limited or stderr.limited
         disk_limited = state["disk_limited"] and not state["timed_out"]
-        killed_by_us = state["timed_out"] or limited or disk_limited
+        at_shutdown = node.killed_at_shutdown and not state["timed_out"]
+        killed_by_us = state["timed_out"] or limited or disk_limited or at_shutdown
         return RunResult(
             stdout=stdout.text(),
             stderr=stderr.text(),
@@ -243,6 +248,7 @@ class NodePool:
             duration=loop.time() - started,
             pid=node.pid,
             limit="disk" if disk_limited else None,
+            killed_at_shutdown=at_shutdown,
         )
 
     async def _spawn(self, network: bool = True) -> _Node:
@@ -350,13 +356,16 @@ class NodePool:
         """Nothing to re-warm: every run starts a fresh node."""
 
     async def kill_all(self) -> None:
-        """Kills every running snippet's process group."""
+        """Kills every running snippet's process group (the shutdown grace has run out); their results say so."""
         for node in list(self._busy):
+            node.killed_at_shutdown = True
             node.kill_group()
 
     async def close(self) -> None:
         """Stops every node process, idle or running; none survives."""
         self._closing = True
+        if self._run_root is None and not self.spawned:
+            return  # never started (``dify-sandbox run`` of a Python file, or no node): nothing to stop
         for task in list(self._refills):
             task.cancel()
         await asyncio.gather(*self._refills, return_exceptions=True)

@@ -83,7 +83,7 @@ class ThreadExecutor:
         self.metrics = metrics
         self._threads = SnippetThreads(settings.max_workers, "snippet")
         self._compile = _CompileCache(COMPILE_CACHE_SIZE)
-        self._live: set[Job[int]] = set()
+        self._live: dict[Job[int], Capture] = {}  # calls still executing, timed-out ones included
         self.stuck = 0
         self.unhealthy = False  # read by the server: drain and replace this worker
         self._watchers: set[asyncio.Task[None]] = set()
@@ -106,7 +106,7 @@ class ThreadExecutor:
         preload = request.preload if self.settings.enable_preload else ""
         started = loop.time()
         job = self._threads.submit(self._execute, request.code, preload, capture)
-        self._live.add(job)
+        self._live[job] = capture
         deadline = loop.call_later(request.timeout, _answer_timeout, job.result)
         try:
             exit_code = await job.result
@@ -116,19 +116,20 @@ class ThreadExecutor:
             deadline.cancel()
         if exit_code is None:
             if job.withdraw():  # it waited for a thread all along: it must not start late
-                self._live.discard(job)
+                self._live.pop(job, None)
             else:
                 self._watch(job)
             return RunResult(
                 capture.stdout.text(), capture.stderr.text(), EXIT_KILLED, timed_out=True, duration=request.timeout
             )
-        self._live.discard(job)
+        self._live.pop(job, None)
         return RunResult(
             stdout=capture.stdout.text(),
             stderr=capture.stderr.text(),
-            exit_code=EXIT_KILLED if capture.limited else exit_code,
+            exit_code=EXIT_KILLED if capture.limited or capture.closed else exit_code,
             output_limited=capture.limited,
             duration=loop.time() - started,
+            killed_at_shutdown=capture.closed and not capture.limited,
         )
 
     def _execute(self, code: str, preload: str, capture: Capture) -> int:
@@ -171,14 +172,15 @@ class ThreadExecutor:
         finally:
             if counted:
                 self.stuck -= 1
-            self._live.discard(job)
+            self._live.pop(job, None)
 
     async def rewarm(self) -> None:
         """Nothing to re-warm: new packages are imported on first use by the snippet."""
 
     async def kill_all(self) -> None:
-        """Interrupts every running snippet thread."""
-        for job in list(self._live):
+        """Interrupts every running snippet thread (the shutdown grace has run out); their results say so."""
+        for job, capture in list(self._live.items()):
+            capture.closed = True  # what the interrupted snippet prints from here on (its traceback) is dropped
             job.interrupt(RunInterruptedError)
 
     async def close(self) -> None:

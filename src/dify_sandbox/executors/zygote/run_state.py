@@ -35,6 +35,7 @@ class RunState:
         "disk_limited",
         "done",
         "error",
+        "killed_at_shutdown",
         "limit",
         "pid",
         "reported",
@@ -56,6 +57,7 @@ class RunState:
         self.limit = 0  # limit code the child reported with it
         self.timed_out = False
         self.disk_limited = False  # killed for writing past the disk budget
+        self.killed_at_shutdown = False  # killed because the shutdown grace ran out
         self.error: ExecutorError | None = None
         self.stdout: PipeReader | None = None
         self.stderr: PipeReader | None = None
@@ -157,7 +159,7 @@ class RunState:
         assert self.stdout is not None
         assert self.stderr is not None
         limited = self.stdout.limited or self.stderr.limited
-        killed_by_us = self.timed_out or limited or self.disk_limited
+        killed_by_us = self.timed_out or limited or self.disk_limited or self.killed_at_shutdown
         if killed_by_us:
             # Whatever the child managed to report (say, a broken pipe past the cap), we killed it.
             code = EXIT_KILLED
@@ -180,4 +182,5 @@ class RunState:
             else LIMIT_NAMES.get(self.limit)
             if not killed_by_us
             else None,
+            killed_at_shutdown=self.killed_at_shutdown and not self.timed_out,
         )

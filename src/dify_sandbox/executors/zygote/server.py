@@ -31,6 +31,7 @@ from dify_sandbox.confinement.enforce import RunConfinement
 from dify_sandbox.confinement.policy import Confinement
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors._run_root import RunRoot
+from dify_sandbox.executors.zygote import protocol
 from dify_sandbox.executors.zygote._fork import fork
 from dify_sandbox.executors.zygote.child import (
     ChildSpec,
@@ -191,7 +192,7 @@ class ZygoteServer:
         self.fork_spare()  # before READY: the first run finds its child waiting
         self.send(Frame(Op.READY, run_id=self.isolation.to_bits(), value=os.getpid(), aux=loaded))
         log(
-            "Zygote ready",
+            protocol.READY_EVENT,
             preloaded_modules=loaded,
             per_run_uids=self.isolation.per_run_uids,
             network_namespace=self.isolation.network_namespace,
