@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("file", type=Path, help="the snippet")
     run.add_argument("--language", choices=["python3", "nodejs"], default="python3", help="default: python3")
     check = commands.add_parser("check", help="self-test both runtimes; print versions, limits and isolation")
+    deps = commands.add_parser("deps", help="install (sync) or list the packages of the requirement files")
+    deps.add_argument("action", choices=["sync", "list"], help="sync: install what is missing (exit 1 if any fails)")
+    deps.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
     for command in (run, check):
         command.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
         command.add_argument("--executor", choices=["fork", "thread"], help="how python3 snippets run")
@@ -63,8 +66,6 @@ def _warn_about(settings: Settings) -> None:
         logger.warning("MAX_REQUESTS rejects runs early with HTTP 503", max_requests=settings.max_requests)
     ignored = {
         "PYTHON_LIB_PATH": settings.python_lib_path,
-        "PIP_MIRROR_URL": settings.pip_mirror_url,
-        "PYTHON_DEPS_UPDATE_INTERVAL": settings.python_deps_update_interval,
         "ALLOWED_SYSCALLS": settings.allowed_syscalls,
         "PYTHON_PATH": settings.python_path,
     }
@@ -106,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_file_max_bytes,
         settings.log_file_backups,
     )
+    if args.command == "deps":
+        from dify_sandbox.packages import commands
+
+        return commands.sync_command(settings) if args.action == "sync" else commands.list_command(settings)
     if args.command in ("run", "check"):
         # A one-shot command must not write its metrics into a running server's multiprocess dir.
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

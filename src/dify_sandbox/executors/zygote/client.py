@@ -94,6 +94,8 @@ class ZygoteProcess:
             "socket_fd": theirs.fileno(),
             "run_root": self.run_root,
             "preload_modules": self.preload_modules,
+            # The package dir's import paths, which the worker appended to its sys.path.
+            "package_paths": [path for path in sys.path if self.settings.packages_dir and _inside(path, self.settings)],
             "env_online": self.settings.run_environment(enable_network=True),
             "env_offline": self.settings.run_environment(enable_network=False),
             "limits": RunLimits.from_settings(self.settings).to_dict(),
@@ -387,6 +389,11 @@ class ZygoteProcess:
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
+def _inside(path: str, settings: Settings) -> bool:
+    root = os.path.realpath(settings.packages_dir or "/nonexistent")
+    return os.path.realpath(path).startswith(root.rstrip("/") + "/")
+
+
 def _close_fds(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -401,8 +408,7 @@ class ZygoteExecutor:
         self.metrics = metrics
         self.uids = uids
         self.disk = DiskBudget(settings.max_disk_bytes)
-        run_root = str(settings.run_dir or tempfile.gettempdir())
-        self.confinement = plan_for(settings.isolation, avoid=[run_root, os.getcwd()])
+        self.confinement = self._plan()
         self._zygote: ZygoteProcess | None = None
         self._retiring: set[ZygoteProcess] = set()
         self._restart: asyncio.Task[None] | None = None
@@ -425,6 +431,7 @@ class ZygoteExecutor:
 
     async def rewarm(self) -> None:
         """Starts a zygote with the current package list, then retires the old one once it is idle."""
+        self.confinement = self._plan()  # the package dir may be new since start: runs must read it
         fresh = await self._spawn()
         old, self._zygote = self._zygote, fresh
         if old is not None:
@@ -452,6 +459,12 @@ class ZygoteExecutor:
     def isolation(self) -> Isolation | None:
         """What isolates runs in the current zygote (None while none is running)."""
         return self._zygote.isolation if self._zygote is not None else None
+
+    def _plan(self) -> Confinement | None:
+        """Landlock and seccomp for runs; the package dir is readable and executable, never writable."""
+        run_root = str(self.settings.run_dir or tempfile.gettempdir())
+        packages = [str(self.settings.packages_dir)] if self.settings.packages_dir else []
+        return plan_for(self.settings.isolation, [run_root, os.getcwd()], *packages)
 
     def _zygotes(self) -> list[ZygoteProcess]:
         current = [self._zygote] if self._zygote is not None else []
