@@ -13,8 +13,10 @@ from dify_sandbox.config import Settings
 from dify_sandbox.executors import create_executor
 from dify_sandbox.executors.base import Executor, Language
 from dify_sandbox.executors.node_pool import NodePool
-from dify_sandbox.metrics import SandboxMetrics
+from dify_sandbox.metrics import DependencyCollector, SandboxMetrics
 from dify_sandbox.packages.coordinator import describe_failures
+from dify_sandbox.packages.report import package_states, sync_summary
+from dify_sandbox.packages.status import PACKAGE_STATES
 from dify_sandbox.packages.sync import RequirementsSync
 from dify_sandbox.packages.view import PackagesView
 from dify_sandbox.packages.worker_link import WorkerLink
@@ -38,6 +40,9 @@ class Service:
         active, syncing = package_keys or (RequirementsSync(settings).current()[0],) * 2
         self.packages = PackagesView(settings, active, syncing)
         self.link = WorkerLink(supervisor, self.packages, self.rewarm) if supervisor is not None else None
+        self.dependency_metrics = DependencyCollector(
+            lambda: (package_states(settings, self.packages), sync_summary(self.packages)), PACKAGE_STATES
+        )
         # Per-run uids (as root): this worker's slice, shared by its zygotes and its node pool.
         self.uids = RunUids.for_worker(settings.run_uid_range, settings.workers, slot)
         self.api_key = settings.api_key.get_secret_value().encode("utf-8", "surrogateescape")

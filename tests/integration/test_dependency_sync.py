@@ -124,6 +124,9 @@ def test_health_answers_while_installing_then_every_worker_has_the_package(deps_
     )
     assert set(outputs) == {"True\n42\n"}
     assert listing(server)["tinypkg"] == "1.0"
+    metrics = server.http.get("/metrics").text
+    assert 'dify_sandbox_dependency_state{package="tinypkg",state="installed"} 1.0' in metrics
+    assert "dify_sandbox_dependency_sync_ok 1.0" in metrics
 
 
 def test_a_restart_with_an_unchanged_file_installs_nothing(deps_server, index):
@@ -170,6 +173,9 @@ def test_an_unreachable_index_leaves_the_service_healthy_and_the_package_failed(
     assert "tinypkg (failed" in body["message"]
     data = run_fresh(server, "import tinypkg")
     assert "tinypkg could not be installed (failed" in data["stderr"]
+    metrics = server.http.get("/metrics").text
+    assert 'dify_sandbox_dependency_state{package="tinypkg",state="failed"} 1.0' in metrics
+    assert "dify_sandbox_dependency_sync_ok 0.0" in metrics
     assert run_fresh(server, "print(1)")["stdout"] == "1\n"
     assert server.proc.poll() is None
 

@@ -56,7 +56,7 @@ async def metrics(request: Request) -> Response:
     service = _service(request)
     if service.settings.metrics_require_key:
         await require_api_key(request)
-    return Response(render(service.registry), media_type=CONTENT_TYPE)
+    return Response(render(service.registry, service.dependency_metrics), media_type=CONTENT_TYPE)
 
 
 def exit_reason(result: RunResult) -> str:
