@@ -130,15 +130,16 @@ def test_health_answers_while_installing_then_every_worker_has_the_package(deps_
 
 
 def test_a_restart_with_an_unchanged_file_installs_nothing(deps_server, index):
-    """1. A first service installs the package. 2. A second one, same file and dir, downloads nothing,
-    runs pip never, and its first run imports the package preloaded."""
+    """1. A first service installs the package. 2. A second one, same file and dir, downloads nothing and
+    runs pip never; its first run imports the package, and its zygotes soon have it preloaded."""
     first = deps_server("tinypkg==1.0\n", index.url)
     assert wait_for(lambda: rewarmed(first), INSTALL_TIMEOUT), first.output()
     first.stop()
     downloads = len(index.downloads)
     second = deps_server(None, index.url)
-    data = run_fresh(second, "import sys\nprint('tinypkg' in sys.modules)")
-    assert data["stdout"] == "True\n", data
+    assert run_fresh(second, "import tinypkg\nprint(tinypkg.VALUE)")["stdout"] == "42\n"
+    preloaded = "import sys\nprint('tinypkg' in sys.modules)"
+    assert wait_for(lambda: run_fresh(second, preloaded)["stdout"] == "True\n", INSTALL_TIMEOUT), second.output()
     assert wait_for(lambda: "Requirements synced" in second.stderr_text(), INSTALL_TIMEOUT), second.output()
     assert "Installing packages" not in second.stderr_text()
     assert len(index.downloads) == downloads

@@ -419,9 +419,24 @@ class ZygoteExecutor:
         self.unhealthy = False  # a dead zygote is replaced here; the worker itself stays healthy
 
     async def start(self) -> None:
-        """Starts the first zygote and its health ping."""
-        self._zygote = await self._spawn()
+        """Starts the first zygote and its health ping.
+
+        The requirement files' packages (pandas takes seconds to import) are preloaded by a second
+        zygote started in the background, so the worker serves from its first second.
+        """
+        deferred = len(self._preload_modules()) > len(self.settings.preload_modules)
+        self._zygote = await self._spawn(list(self.settings.preload_modules) if deferred else None)
         self._ping = asyncio.create_task(self._ping_forever())
+        if deferred:
+            task = asyncio.create_task(self._warm_in_background())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _warm_in_background(self) -> None:
+        try:
+            await self.rewarm()
+        except ExecutorError as exc:
+            logger.warning("Preloading the requirements failed; runs import them themselves", error=str(exc))
 
     async def run(self, request: RunRequest) -> RunResult:
         """Runs one snippet; raises :class:`ZygoteUnavailableError` if no zygote can be had."""
@@ -477,10 +492,9 @@ class ZygoteExecutor:
             modules += [name for name in extra if name not in modules]
         return modules
 
-    async def _spawn(self) -> ZygoteProcess:
-        zygote = ZygoteProcess(
-            self.settings, self._preload_modules(), self._handle_death, self.confinement, self.uids, self.disk
-        )
+    async def _spawn(self, modules: list[str] | None = None) -> ZygoteProcess:
+        modules = self._preload_modules() if modules is None else modules
+        zygote = ZygoteProcess(self.settings, modules, self._handle_death, self.confinement, self.uids, self.disk)
         await zygote.start()
         return zygote
 
