@@ -257,3 +257,38 @@ def test_deps_cli_syncs_and_lists(index, tmp_path, monkeypatch):
     assert failed.returncode == 1
     assert '"state": "failed"' in failed.stdout
     assert psutil.Process().children() == []
+
+
+def test_two_services_sharing_a_package_dir_install_once(index, tmp_path, monkeypatch):
+    """1. Two syncs start on one package dir while the index holds the download. 2. Released, both succeed,
+    and the wheel was downloaded once: the second waited for the first's lock and found the package there."""
+    for name in list(os.environ):
+        if name.startswith("PIP_"):
+            monkeypatch.delenv(name)
+    requirements = tmp_path / "python-requirements.txt"
+    requirements.write_text("tinypkg==1.0\n")
+    env = {
+        **os.environ,
+        "PIP_MIRROR_URL": index.url,
+        "PIP_CONFIG_FILE": os.devnull,
+        "SANDBOX_REQUIREMENTS_FILES": str(requirements),
+        "SANDBOX_PACKAGES_DIR": str(tmp_path / "shared"),
+    }
+    command = [sys.executable, "-m", "dify_sandbox", "deps", "sync"]
+    index.hold()
+    syncs = [
+        subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    try:
+        assert wait_for(lambda: index.downloads, INSTALL_TIMEOUT)
+        index.release()
+        outputs = [sync.communicate(timeout=120) for sync in syncs]
+    finally:
+        for sync in syncs:
+            if sync.poll() is None:
+                sync.kill()
+                sync.wait()
+    assert [sync.returncode for sync in syncs] == [0, 0], outputs
+    assert len(index.downloads) == 1
+    assert sum("Installing packages" in err for _, err in outputs) == 1
