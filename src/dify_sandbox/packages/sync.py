@@ -55,6 +55,7 @@ class RequirementsSync:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.packages = PackageDir(resolve_packages_dir(settings))
+        self._quiet_key: str | None = None  # a sync that finds this key complete again logs at debug only
 
     def service_paths(self) -> list[str]:
         """The import paths of the service's own environment (the package dir left out)."""
@@ -184,7 +185,10 @@ class RequirementsSync:
                     state=entry.state,
                     detail=entry.detail,
                 )
-        logger.info(
+        quiet = status.result == "ok" and self._quiet_key == status.key
+        self._quiet_key = status.key if status.result == "ok" else None
+        # Periodic syncs that change nothing stay out of the log (the official service's were noise).
+        (logger.debug if quiet else logger.info)(
             "Requirements synced",
             key=status.key,
             result=status.result,
