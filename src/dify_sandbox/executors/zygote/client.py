@@ -140,6 +140,10 @@ class ZygoteProcess:
         except ZygoteUnavailableError:
             await self.close(timeout=0)
             raise ZygoteUnavailableError("the zygote exited during start-up (see its log lines)") from None
+        except asyncio.CancelledError:
+            self._shutdown(ZygoteUnavailableError("the zygote's start was cancelled"))
+            self.kill()  # a start cancelled by close() (a background re-warm): nothing may outlive the worker
+            raise
 
     async def run(self, request: RunRequest, preload: str) -> RunResult:
         """Runs one snippet in a child forked by this zygote."""
