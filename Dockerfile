@@ -6,14 +6,19 @@
 #
 # Paths are those of the official image: the working dir is /, so `conf/config.yaml` is
 # /conf/config.yaml and `dependencies/python-requirements.txt` is /dependencies/..., where Dify's
-# compose file mounts ./volumes/sandbox/conf and ./volumes/sandbox/dependencies. Nothing is
-# installed at start-up: the packages snippets may import are installed here, from
-# python-requirements.txt. For more, build an image FROM this one:
+# compose file mounts ./volumes/sandbox/conf and ./volumes/sandbox/dependencies. The image has the
+# packages of python-requirements.txt; those listed in the mounted
+# /dependencies/python-requirements.txt are installed by the service itself, once, in the
+# background, into /dependencies/python-packages (kept on the volume, so a restart with the same
+# file installs nothing). To bake more packages into an image instead:
 #
 #   FROM dify-sandbox-py:0.1.0
+#   ENV SANDBOX_PACKAGES_DIR=/opt/python-packages
+#   COPY python-requirements.txt /opt/python-requirements.txt      # e.g. pandas==3.1.1 (numpy 2.4.6 with it)
 #   USER root
-#   RUN /opt/venv/bin/pip install --no-cache-dir pandas==2.3.3
+#   RUN SANDBOX_REQUIREMENTS_FILES=/opt/python-requirements.txt dify-sandbox deps sync
 #   USER 1000:1000
+#   ENV SANDBOX_REQUIREMENTS_FILES=/dependencies/python-requirements.txt,/opt/python-requirements.txt
 #
 # User. The service runs as the unprivileged user `sandbox` (uid 1000), and so does every snippet;
 # /opt/venv is root's, so a snippet cannot change the service or its packages. Root mode (`--user 0`,
@@ -45,7 +50,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 1000 sandbox \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sandbox \
-    && mkdir -p /conf /dependencies
+    && mkdir -p /conf /dependencies \
+    && chown 1000:1000 /dependencies
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1

@@ -17,6 +17,7 @@ from bench.scenarios import (
     p1_throughput,
     p2_burst,
     p3_latency,
+    p8_packages,
 )
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -28,6 +29,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     n1_node_latency.SCENARIO,
     n2_node_throughput.SCENARIO,
     layers.SCENARIO,
+    p8_packages.SCENARIO,
 )
 
 __all__ = ["SCENARIOS"]

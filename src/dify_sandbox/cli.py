@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--verbose", action="store_true", help="also write the service's log lines to stderr")
     check = commands.add_parser("check", help="self-test both runtimes; print versions, limits and isolation")
+    deps = commands.add_parser("deps", help="install (sync) or list the packages of the requirement files")
+    deps.add_argument("action", choices=["sync", "list"], help="sync: install what is missing (exit 1 if any fails)")
+    deps.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
     for command in (run, check):
         command.add_argument("--config", dest="config_file", help="YAML config file (default: conf/config.yaml)")
         command.add_argument("--executor", choices=["fork", "thread"], help="how python3 snippets run")
@@ -96,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_file_backups,
     )
     log_config_file(settings)
+    if args.command == "deps":
+        from dify_sandbox.packages import commands
+
+        return commands.sync_command(settings) if args.action == "sync" else commands.list_command(settings)
     if args.command in ("run", "check"):
         # A one-shot command must not write its metrics into a running server's multiprocess dir.
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -103,12 +103,12 @@ class Settings(BaseSettings):
         default_factory=list, validation_alias=_official("PYTHON_LIB_PATH"), description="Ignored (no chroot)."
     )
     pip_mirror_url: str | None = Field(
-        None, validation_alias=_official("PIP_MIRROR_URL"), description="Ignored: nothing is installed at start-up."
+        None, validation_alias=_official("PIP_MIRROR_URL"), description="Index for installs (`pip -i URL`)."
     )
     python_deps_update_interval: str | None = Field(
         None,
         validation_alias=_official("PYTHON_DEPS_UPDATE_INTERVAL"),
-        description="Ignored: nothing is reinstalled while serving.",
+        description="How often the requirements are synced again (Go duration; default `30m`).",
     )
     nodejs_path: str | None = Field(
         None,
@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     requirements_files: Annotated[list[Path], NoDecode] = Field(
         default_factory=lambda: [Path("dependencies/python-requirements.txt"), Path("python-requirements.txt")],
         description="Files listing the packages snippets may import (missing files are skipped).",
+    )
+    packages_dir: Path | None = Field(
+        None, description="Where missing requirements are installed (default: beside the first requirements file)."
     )
     node_pool_size: int = Field(2, ge=0, description="Node.js processes kept started and waiting, per server worker.")
     output_limit_bytes: int = Field(

@@ -6,6 +6,7 @@ service itself or of a request, and ``api/handlers.py`` maps each to the API's e
 
     SandboxError
     ├── ConfigError                     invalid settings; start-up stops
+    ├── DependencySyncError             a requirement could not be installed (code -500)
     ├── ExecutorError                   the service could not run the snippet (code -500)
     │   ├── ZygoteUnavailableError      the zygote died or is restarting
     │   ├── ProtocolError               a malformed frame crossed the zygote boundary
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DependencySyncError",
     "ExecutorError",
     "ForcedStopError",
     "NetworkDisabledError",
@@ -46,6 +48,10 @@ class SandboxError(Exception):
 
 class ConfigError(SandboxError):
     """A setting is missing or invalid; the service refuses to start."""
+
+
+class DependencySyncError(SandboxError):
+    """``update`` synced the requirements, but some could not be installed; the message names them."""
 
 
 class ExecutorError(SandboxError):

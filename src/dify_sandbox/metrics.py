@@ -11,16 +11,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from dify_sandbox.executors.base import Language, RunResult
 
 __all__ = [
     "CONTENT_TYPE",
     "MULTIPROC_ENV",
+    "DependencyCollector",
     "Outcome",
     "SandboxMetrics",
     "mark_worker_dead",
@@ -170,13 +173,58 @@ class SandboxMetrics:
             self._child(self.queue_wait, language).observe(queued)
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    """The exposition text: every worker's values when multi-process, else ``registry``'s."""
+# Rows of ``{"name", "state"}`` per package and the last sync's ``{"result", "duration_s", "finished_at"}``.
+DependencySnapshot = tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]]
+
+
+class DependencyCollector(Collector):
+    """Each package's state and the last dependency sync, read when scraped (the sync runs in the supervisor).
+
+    The package label is bounded by the requirement files, which the operator writes.
+    """
+
+    def __init__(self, snapshot: Callable[[], DependencySnapshot], states: Sequence[str]) -> None:
+        self.snapshot = snapshot
+        self.states = states
+
+    def collect(self) -> Iterator[Metric]:
+        rows, last = self.snapshot()
+        state = GaugeMetricFamily(
+            "dify_sandbox_dependency_state",
+            "1 for the state each requirement is in: installed, pending, failed, refused or missing.",
+            labels=["package", "state"],
+        )
+        for row in rows:
+            for name in self.states:
+                state.add_metric([str(row["name"]), name], 1.0 if row["state"] == name else 0.0)
+        yield state
+        duration = GaugeMetricFamily(
+            "dify_sandbox_dependency_sync_duration_seconds", "How long the last dependency sync took."
+        )
+        duration.add_metric([], float(last.get("duration_s") or 0.0))
+        yield duration
+        ok = GaugeMetricFamily(
+            "dify_sandbox_dependency_sync_ok", "1 if the last sync left every requirement installed, else 0."
+        )
+        ok.add_metric([], 1.0 if last.get("result") == "ok" else 0.0)
+        yield ok
+        finished = GaugeMetricFamily(
+            "dify_sandbox_dependency_sync_timestamp_seconds", "When the last dependency sync finished (Unix time)."
+        )
+        finished.add_metric([], float(last.get("finished_at") or 0.0))
+        yield finished
+
+
+def render(registry: CollectorRegistry, *extra: Collector) -> bytes:
+    """The exposition text: every worker's values when multi-process, else ``registry``'s; then ``extra``'s."""
+    tail = CollectorRegistry(auto_describe=False)
+    for collector in extra:
+        tail.register(collector)
     if MULTIPROC_ENV in os.environ:
         combined = CollectorRegistry()
         multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
-        return generate_latest(combined)
-    return generate_latest(registry)
+        return generate_latest(combined) + generate_latest(tail)
+    return generate_latest(registry) + generate_latest(tail)
 
 
 def prepare_multiprocess_dir() -> str:

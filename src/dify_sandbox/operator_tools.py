@@ -31,6 +31,8 @@ from dify_sandbox.confinement.policy import LAYER_BLOCKS, probe_layers
 from dify_sandbox.errors import RequestError, SandboxError, UnsupportedLanguageError
 from dify_sandbox.executors.base import Language, RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.packages.layout import with_packages_dir
+from dify_sandbox.packages.report import dependency_report
 from dify_sandbox.self_check_probes import SELF_TEST_TEXT, probe_code
 from dify_sandbox.service import Service
 
@@ -82,6 +84,7 @@ async def run_file(settings: Settings, path: Path, language: str) -> dict[str, A
     lang = _language(language)
     code = _read_code(path)
     request = RunRequest(lang, code, "", settings.enable_network, settings.worker_timeout)
+    settings = with_packages_dir(settings)
     service = Service(settings, slot=settings.workers)  # the operator commands' uids
     try:
         await service.start(languages=(lang,))  # a Python file starts no node process, and the reverse
@@ -243,6 +246,7 @@ async def self_check(settings: Settings) -> dict[str, Any]:
     empty ``error``). Isolation facts are reported, not judged: the thread executor has none of
     them by design.
     """
+    settings = with_packages_dir(settings)
     service = Service(settings, slot=settings.workers)  # the operator commands' uids
     tests: dict[str, Any] = {}
     isolation: dict[str, Any] = {}
@@ -297,6 +301,7 @@ async def self_check(settings: Settings) -> dict[str, Any]:
             "grace_seconds": settings.grace,
         },
         "isolation": isolation,
+        "dependencies": dependency_report(settings, service.packages),
         "self_tests": tests,
     }
 

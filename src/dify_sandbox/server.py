@@ -40,6 +40,8 @@ from dify_sandbox.metrics import (
     prepare_multiprocess_dir,
     remove_multiprocess_dir,
 )
+from dify_sandbox.packages.coordinator import DependencySupervisor
+from dify_sandbox.packages.layout import with_packages_dir
 from dify_sandbox.service import Service
 
 __all__ = ["EXIT_STARTUP_FAILURE", "SandboxServer", "Supervisor", "serve"]
@@ -107,10 +109,18 @@ class SandboxServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run_worker(settings: Settings, sock: socket.socket, slot: int, heartbeats: Any) -> None:
+def run_worker(
+    settings: Settings,
+    sock: socket.socket,
+    slot: int,
+    heartbeats: Any,
+    supervisor: multiprocessing.connection.Connection | None = None,
+    package_keys: tuple[str, str] | None = None,
+) -> None:
     """Entry point of one worker process: logging, then an embedded uvicorn on the shared socket.
 
-    ``heartbeats`` is the supervisor's shared array of the workers' last tick (monotonic seconds).
+    ``heartbeats`` is the supervisor's shared array of the workers' last tick (monotonic seconds);
+    ``supervisor`` the worker's end of its dependency pipe, ``package_keys`` the keys it starts with.
     """
     log_file = log_file_for(settings.log_file, slot) if settings.log_file else None
     configure_logging(
@@ -120,7 +130,7 @@ def run_worker(settings: Settings, sock: socket.socket, slot: int, heartbeats: A
     # Snippets (thread executor) must never read the key from the environment.
     os.environ.pop("API_KEY", None)
     forbid_inspection()
-    service = Service(settings, slot)
+    service = Service(settings, slot, supervisor, package_keys)
     config = uvicorn.Config(
         create_app(settings, service),
         loop="uvloop",
@@ -160,6 +170,7 @@ class Supervisor:
         self.exit_code = 0
         # Each worker's last event-loop tick (CLOCK_MONOTONIC is the same in every process); 0: not yet.
         self.heartbeats = _spawn.RawArray(ctypes.c_double, settings.workers)
+        self.dependencies = DependencySupervisor(settings)  # one sync per service, in a thread of this process
 
     def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         # Queue only; the loop acts on it.
@@ -171,25 +182,33 @@ class Supervisor:
             signal.signal(signum, self.handle_signal)
         for slot in range(self.settings.workers):
             self.spawn(slot)
+        self.dependencies.start()
         while self.workers:
             sentinels = [process.sentinel for process, _ in self.workers.values()]
-            multiprocessing.connection.wait(sentinels, timeout=0.2)
+            ready = multiprocessing.connection.wait(sentinels + self.dependencies.fds(), timeout=0.2)
+            self.dependencies.handle(ready)
             self.handle_signals()
             self.reap()
             self.reap_strays()
             self.replace_silent()
             if self.stopping and time.monotonic() > self.stop_deadline:
                 self.kill_all()
+        self.dependencies.close()
         logger.info("Stopped", exit_code=self.exit_code)
         return self.exit_code
 
     def spawn(self, slot: int) -> None:
         """Starts the worker for ``slot``."""
         self.heartbeats[slot] = 0.0
+        ours, theirs = _spawn.Pipe()
+        keys = self.dependencies.connect(slot, ours)
         process = _spawn.Process(
-            target=run_worker, args=(self.settings, self.sock, slot, self.heartbeats), name=f"worker-{slot}"
+            target=run_worker,
+            args=(self.settings, self.sock, slot, self.heartbeats, theirs, keys),
+            name=f"worker-{slot}",
         )
         process.start()
+        theirs.close()
         self.workers[slot] = (process, time.monotonic())
         logger.info("Worker started", worker=slot, worker_pid=process.pid)
 
@@ -222,6 +241,7 @@ class Supervisor:
                 continue
             process.join()
             del self.workers[slot]
+            self.dependencies.forget(slot)
             if process.pid is not None:
                 mark_worker_dead(process.pid)
             if self.stopping:
@@ -303,6 +323,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve(settings: Settings) -> int:
     """Binds, supervises the workers until shutdown, and returns the exit code."""
     forbid_inspection()
+    settings = with_packages_dir(settings)  # resolved once, so every worker uses the same dir
     try:
         sock = bind_socket(settings.host, settings.port)
     except OSError as exc:

@@ -21,8 +21,6 @@ logger = structlog.get_logger("dify_sandbox.startup_warnings")
 # Settings the official service has that do nothing here, by env name and field.
 _NO_EFFECT = {
     "PYTHON_LIB_PATH": "python_lib_path",
-    "PIP_MIRROR_URL": "pip_mirror_url",
-    "PYTHON_DEPS_UPDATE_INTERVAL": "python_deps_update_interval",
     "ALLOWED_SYSCALLS": "allowed_syscalls",
     "PYTHON_PATH": "python_path",
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
@@ -12,6 +14,7 @@ from dify_sandbox.api.binding import bind
 from dify_sandbox.api.schemas import DependenciesBody, RunBody, envelope, run_data
 from dify_sandbox.dependencies import read_requirements
 from dify_sandbox.errors import (
+    DependencySyncError,
     ExecutorError,
     ForcedStopError,
     NetworkDisabledError,
@@ -54,7 +57,7 @@ async def metrics(request: Request) -> Response:
     service = _service(request)
     if service.settings.metrics_require_key:
         await require_api_key(request)
-    return Response(render(service.registry), media_type=CONTENT_TYPE)
+    return Response(render(service.registry, service.dependency_metrics), media_type=CONTENT_TYPE)
 
 
 def exit_reason(result: RunResult) -> str:
@@ -108,6 +111,10 @@ async def execute_run(service: Service, body: RunBody) -> Response:
     except ExecutorError:
         metrics.record_run(language, "internal_error", None, None)
         raise
+    if result.exit_code and "ModuleNotFoundError" in result.stderr:
+        hint = service.packages.import_hint(result.stderr)
+        if hint:  # after the traceback: the package is on its way, or why it never came
+            result = dataclasses.replace(result, stderr=result.stderr + hint)
     outcome = outcome_of(result)
     metrics.record_run(language, outcome, result.duration, queued)
     logger.info(
@@ -149,7 +156,9 @@ async def update_dependencies(request: Request) -> Response:
     service = _service(request)
     body = await bind(request, DependenciesBody, service.settings.max_body_bytes)
     _python_only(body.language)
-    await service.rewarm()
+    not_installed = await service.update_dependencies()
+    if not_installed:
+        raise DependencySyncError(f"some requirements are not installed: {not_installed}")
     return envelope({})
 
 
@@ -180,7 +189,7 @@ def install_routes(app: FastAPI) -> None:
         "/v1/sandbox/dependencies/update",
         update_dependencies,
         methods=["POST"],
-        summary="Re-read the requirements and re-warm the executors.",
+        summary="Install what the requirement files add, then re-warm every worker.",
         openapi_extra={"requestBody": _UPDATE_SCHEMA},
     )
     app.add_api_route(

@@ -97,6 +97,8 @@ class ZygoteProcess:
             "socket_fd": theirs.fileno(),
             "run_root": self.run_root,
             "preload_modules": self.preload_modules,
+            # The package dir's import paths, which the worker appended to its sys.path.
+            "package_paths": [path for path in sys.path if self.settings.packages_dir and _inside(path, self.settings)],
             "env_online": self.settings.run_environment(enable_network=True),
             "env_offline": self.settings.run_environment(enable_network=False),
             "limits": RunLimits.from_settings(self.settings).to_dict(),
@@ -146,8 +148,9 @@ class ZygoteProcess:
         except ZygoteUnavailableError:
             await self.close(timeout=0)
             raise ZygoteUnavailableError("the zygote exited during start-up (see its log lines)") from None
-        except asyncio.CancelledError:  # the worker is closing while this zygote starts (a respawn)
-            await self.close(timeout=0)
+        except asyncio.CancelledError:
+            self._shutdown(ZygoteUnavailableError("the zygote's start was cancelled"))
+            self.kill()  # a start cancelled by close() (a background re-warm): nothing may outlive the worker
             raise
 
     async def run(self, request: RunRequest, preload: str) -> RunResult:
@@ -408,6 +411,11 @@ class ZygoteProcess:
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
+def _inside(path: str, settings: Settings) -> bool:
+    root = os.path.realpath(settings.packages_dir or "/nonexistent")
+    return os.path.realpath(path).startswith(root.rstrip("/") + "/")
+
+
 def _close_fds(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
@@ -422,8 +430,7 @@ class ZygoteExecutor:
         self.metrics = metrics
         self.uids = uids
         self.disk = DiskBudget(settings.max_disk_bytes)
-        run_root = str(settings.run_dir or tempfile.gettempdir())
-        self.confinement = plan_for(settings.isolation, avoid=[run_root, os.getcwd()])
+        self.confinement = self._plan()
         self._zygote: ZygoteProcess | None = None
         self._retiring: set[ZygoteProcess] = set()
         self._restart: asyncio.Task[None] | None = None
@@ -434,9 +441,24 @@ class ZygoteExecutor:
         self.unhealthy = False  # a dead zygote is replaced here; the worker itself stays healthy
 
     async def start(self) -> None:
-        """Starts the first zygote and its health ping."""
-        self._zygote = await self._spawn()
+        """Starts the first zygote and its health ping.
+
+        The requirement files' packages (pandas takes seconds to import) are preloaded by a second
+        zygote started in the background, so the worker serves from its first second.
+        """
+        deferred = len(self._preload_modules()) > len(self.settings.preload_modules)
+        self._zygote = await self._spawn(list(self.settings.preload_modules) if deferred else None)
         self._ping = asyncio.create_task(self._ping_forever())
+        if deferred:
+            task = asyncio.create_task(self._warm_in_background())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _warm_in_background(self) -> None:
+        try:
+            await self.rewarm()
+        except ExecutorError as exc:
+            logger.warning("Preloading the requirements failed; runs import them themselves", error=str(exc))
 
     async def run(self, request: RunRequest) -> RunResult:
         """Runs one snippet; raises :class:`ZygoteUnavailableError` if no zygote can be had."""
@@ -446,6 +468,7 @@ class ZygoteExecutor:
 
     async def rewarm(self) -> None:
         """Starts a zygote with the current package list, then retires the old one once it is idle."""
+        self.confinement = self._plan()  # the package dir may be new since start: runs must read it
         fresh = await self._spawn()
         old, self._zygote = self._zygote, fresh
         if old is not None:
@@ -474,6 +497,12 @@ class ZygoteExecutor:
         """What isolates runs in the current zygote (None while none is running)."""
         return self._zygote.isolation if self._zygote is not None else None
 
+    def _plan(self) -> Confinement | None:
+        """Landlock and seccomp for runs; the package dir is readable and executable, never writable."""
+        run_root = str(self.settings.run_dir or tempfile.gettempdir())
+        packages = [str(self.settings.packages_dir)] if self.settings.packages_dir else []
+        return plan_for(self.settings.isolation, [run_root, os.getcwd()], *packages)
+
     def _zygotes(self) -> list[ZygoteProcess]:
         current = [self._zygote] if self._zygote is not None else []
         return current + list(self._retiring)
@@ -485,10 +514,9 @@ class ZygoteExecutor:
             modules += [name for name in extra if name not in modules]
         return modules
 
-    async def _spawn(self) -> ZygoteProcess:
-        zygote = ZygoteProcess(
-            self.settings, self._preload_modules(), self._handle_death, self.confinement, self.uids, self.disk
-        )
+    async def _spawn(self, modules: list[str] | None = None) -> ZygoteProcess:
+        modules = self._preload_modules() if modules is None else modules
+        zygote = ZygoteProcess(self.settings, modules, self._handle_death, self.confinement, self.uids, self.disk)
         await zygote.start()
         return zygote
 

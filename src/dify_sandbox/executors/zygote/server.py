@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
-import importlib
 import json
 import os
 import select
@@ -48,6 +47,7 @@ from dify_sandbox.executors.zygote.isolation import (
     probe_network_namespace,
     unreadable_for,
 )
+from dify_sandbox.executors.zygote.preload import pinned_thread_counts, preload_modules, reexec_without, task_count
 from dify_sandbox.executors.zygote.protocol import FLAG_NETWORK, FRAME_BYTES, SPAWN_FDS, Frame, Op, spawn_uid
 from dify_sandbox.run_uids import kill_uids
 
@@ -70,6 +70,9 @@ class ZygoteConfig:
     socket_fd: int
     run_root: str
     preload_modules: list[str] = field(default_factory=list)
+    package_paths: list[str] = field(default_factory=list)  # the package dir, after the service's site-packages
+    skip_modules: list[str] = field(default_factory=list)  # left threads running when preloaded
+    document: dict[str, Any] = field(default_factory=dict)  # as read, to start afresh without a module
     env_online: dict[str, str] = field(default_factory=dict)
     env_offline: dict[str, str] = field(default_factory=dict)
     limits: RunLimits = field(default_factory=RunLimits)
@@ -85,6 +88,9 @@ class ZygoteConfig:
             socket_fd=int(data["socket_fd"]),
             run_root=str(data["run_root"]),
             preload_modules=[str(name) for name in data.get("preload_modules", [])],
+            package_paths=[str(path) for path in data.get("package_paths", [])],
+            skip_modules=[str(name) for name in data.get("skip_modules", [])],
+            document=data,
             env_online={str(k): str(v) for k, v in data.get("env_online", {}).items()},
             env_offline={str(k): str(v) for k, v in data.get("env_offline", {}).items()},
             limits=RunLimits.from_dict(data.get("limits", {})),
@@ -146,17 +152,21 @@ class ZygoteServer:
         self.spare_due = 0.0  # monotonic time before which no spare is forked (backoff)
 
     def preload(self) -> int:
-        """Imports the configured modules once; one that fails is logged and skipped."""
-        loaded = 0
-        for name in self.config.preload_modules:
-            started = time.perf_counter()
-            try:
-                importlib.import_module(name)
-            except Exception as exc:
-                log("Preload module failed", "warning", module=name, error=f"{type(exc).__name__}: {exc}")
-                continue
-            loaded += 1
-            log("Preloaded module", "debug", module=name, ms=round((time.perf_counter() - started) * 1000, 1))
+        """Imports the configured modules once, thread counts pinned to 1; one that fails is logged and skipped.
+
+        One that leaves a thread running makes the zygote start afresh without it (see ``preload.py``).
+        """
+        wanted = [name for name in self.config.preload_modules if name not in self.config.skip_modules]
+        with pinned_thread_counts() as saved:
+            loaded, threaded = preload_modules(wanted, self.config.package_paths, log)
+            if threaded is not None:
+                log(
+                    "Preload module left threads running; it is not preloaded (runs import it themselves)",
+                    "warning",
+                    module=threaded,
+                    threads=task_count(),
+                )
+                reexec_without(self.config.document, threaded, saved)
         return loaded
 
     def serve(self) -> None:
@@ -194,6 +204,7 @@ class ZygoteServer:
         log(
             protocol.READY_EVENT,
             preloaded_modules=loaded,
+            threads=task_count(),
             per_run_uids=self.isolation.per_run_uids,
             network_namespace=self.isolation.network_namespace,
             orphan_sweep=self.isolation.subreaper,

@@ -1,0 +1,1 @@
+"""Packages from the requirements files: read, installed once per service into a package dir, listed."""
