@@ -67,9 +67,13 @@ class Service:
         """
         if self.uids is not None:
             self.uids.kill_leftovers()  # of the worker this one replaces: its uids are handed out again
+        starts = [asyncio.ensure_future(self.executor(language).start()) for language in languages]
         try:
-            await asyncio.gather(*(self.executor(language).start() for language in languages))
+            await asyncio.gather(*starts)
         except BaseException:
+            for start in starts:  # the other one must not go on starting processes while we close
+                start.cancel()
+            await asyncio.gather(*starts, return_exceptions=True)
             await self.close()
             raise
         if self.link is not None:
