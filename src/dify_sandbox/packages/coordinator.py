@@ -7,7 +7,8 @@ Each worker holds one end of a pipe to the supervisor; messages are small tuples
     worker → supervisor   ("update", request_id)       sync now, answer when every worker is warm
                           ("rewarmed", generation)     this worker's zygote has the new packages
     supervisor → worker   ("syncing", key)             an install for ``key`` has started (for hints)
-                          ("rewarm", generation, key)  put ``key``'s packages on sys.path and re-warm
+                          ("rewarm", generation, key, ids)  put ``key``'s packages on sys.path and re-warm
+                                                       (``ids``: this worker's update requests it serves)
                           ("updated", ids, error)      the requests ``ids`` are done; error "" when all installed
 
 The thread only syncs and posts its result; the supervisor's loop (which waits on these fds)
@@ -148,7 +149,9 @@ class DependencySupervisor:
         rewarm = _Rewarm(set(self.links), requests, describe_failures(report))
         self._rewarms[self._generation] = rewarm
         logger.info("Re-warming every worker", generation=self._generation, workers=len(rewarm.waiting))
-        self._broadcast(("rewarm", self._generation, self.key))
+        for slot in list(self.links):  # each worker learns which of its update requests this serves
+            ids = [request_id for requester, request_id in requests if requester == slot]
+            self._send(slot, ("rewarm", self._generation, self.key, ids))
         if not rewarm.waiting:
             self._acknowledge(self._generation, -1)
 

