@@ -86,12 +86,25 @@ class _Buffer:
 current_capture: contextvars.ContextVar[Capture | None] = contextvars.ContextVar("current_capture", default=None)
 
 
-class _RoutedBinaryWriter(io.BufferedIOBase):
-    """Stands in for ``sys.stdout.buffer`` / ``sys.stderr.buffer``: a run's bytes go to its capture."""
+class _RoutedStream:
+    """What both writer stand-ins share: the real stream behind them and which capture stream they feed."""
 
     def __init__(self, real: TextIO, which: str) -> None:
         self._real = real
         self._which = which
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._real.fileno()
+
+
+class _RoutedBinaryWriter(_RoutedStream, io.BufferedIOBase):
+    """Stands in for ``sys.stdout.buffer`` / ``sys.stderr.buffer``: a run's bytes go to its capture."""
 
     def write(self, data: Any) -> int:
         raw = bytes(data)
@@ -111,22 +124,12 @@ class _RoutedBinaryWriter(io.BufferedIOBase):
             real_buffer = getattr(self._real, "buffer", None)
             (real_buffer or self._real).flush()
 
-    def isatty(self) -> bool:
-        return False
 
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._real.fileno()
-
-
-class _RoutedWriter(io.TextIOBase):
+class _RoutedWriter(_RoutedStream, io.TextIOBase):
     """Stands in for sys.stdout or sys.stderr for the whole process."""
 
     def __init__(self, real: TextIO, which: str) -> None:
-        self._real = real
-        self._which = which
+        super().__init__(real, which)
         self._buffer = _RoutedBinaryWriter(real, which)
 
     @property
@@ -144,15 +147,6 @@ class _RoutedWriter(io.TextIOBase):
     def flush(self) -> None:
         if current_capture.get() is None:
             self._real.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._real.fileno()
 
     @property
     def encoding(self) -> str:  # type: ignore[override]

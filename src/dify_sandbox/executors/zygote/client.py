@@ -37,6 +37,7 @@ from dify_sandbox.executors.zygote.protocol import FLAG_NETWORK, FRAME_BYTES, RE
 from dify_sandbox.executors.zygote.run_state import RunState
 from dify_sandbox.logging import detached_context
 from dify_sandbox.metrics import SandboxMetrics
+from dify_sandbox.packages.layout import PackageDir
 from dify_sandbox.run_uids import RunUids, kill_uids
 
 __all__ = ["ZygoteExecutor", "ZygoteProcess"]
@@ -87,6 +88,13 @@ class ZygoteProcess:
         self.idle.set()
         self._log_task: asyncio.Task[None] | None = None
 
+    def _package_paths(self) -> list[str]:
+        """The package dir's import paths, which the worker appended to its sys.path."""
+        if self.settings.packages_dir is None:
+            return []
+        packages = PackageDir(self.settings.packages_dir)
+        return [path for path in sys.path if path and packages.contains(path)]
+
     async def start(self) -> None:
         """Starts the zygote as a fresh interpreter and waits until it has preloaded its modules."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -97,8 +105,7 @@ class ZygoteProcess:
             "socket_fd": theirs.fileno(),
             "run_root": self.run_root,
             "preload_modules": self.preload_modules,
-            # The package dir's import paths, which the worker appended to its sys.path.
-            "package_paths": [path for path in sys.path if self.settings.packages_dir and _inside(path, self.settings)],
+            "package_paths": self._package_paths(),
             "env_online": self.settings.run_environment(enable_network=True),
             "env_offline": self.settings.run_environment(enable_network=False),
             "limits": RunLimits.from_settings(self.settings).to_dict(),
@@ -408,11 +415,6 @@ class ZygoteProcess:
 
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
-
-
-def _inside(path: str, settings: Settings) -> bool:
-    root = os.path.realpath(settings.packages_dir or "/nonexistent")
-    return os.path.realpath(path).startswith(root.rstrip("/") + "/")
 
 
 def _close_fds(fds: list[int]) -> None:
