@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dify_sandbox.config import Settings
+from dify_sandbox.packages import layout
 from dify_sandbox.packages.requirements import parse_line, read_lines, requirements_key
 from dify_sandbox.packages.schedule import DEFAULT_INTERVAL, FIRST_RETRY, next_delay, parse_go_duration
 from dify_sandbox.packages.status import PackageStatus, SyncStatus
@@ -77,3 +78,16 @@ def test_a_failed_import_of_a_pending_package_gets_a_hint(tmp_path: Path):
     assert hint.startswith("pandas is being installed, started ")
     assert hint.endswith(" s ago\n")
     assert view.import_hint("ModuleNotFoundError: No module named 'scipy'\n") == ""
+
+
+def test_a_temp_package_dir_others_can_write_is_not_used(tmp_path):
+    """The fallback's name in the shared temp dir is predictable: a dir another user could plant is passed over."""
+    planted = tmp_path / "dify-sandbox-packages-1000"
+    planted.mkdir()
+    planted.chmod(0o777)  # as another user would leave it
+    chosen = layout._own_temp_dir(planted)
+    assert chosen != planted
+    assert not chosen.stat().st_mode & 0o022
+    chosen.rmdir()
+    planted.chmod(0o755)
+    assert layout._own_temp_dir(planted) == planted

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from dify_sandbox.config import Settings
+from dify_sandbox.packages.pip_runner import stop_running
 from dify_sandbox.packages.schedule import next_delay, parse_go_duration
 from dify_sandbox.packages.sync import RequirementsSync, SyncReport
 
@@ -107,10 +108,11 @@ class DependencySupervisor:
             self._on_event(self._events.popleft())
 
     def close(self) -> None:
-        """Stops scheduling syncs (a pip run in progress is not waited for)."""
+        """Stops scheduling syncs and kills a pip run in progress (it is not waited for)."""
         with self._condition:
             self._stopping = True
             self._condition.notify()
+        stop_running()
         for conn in self.links.values():
             conn.close()
         self.links.clear()

@@ -111,7 +111,7 @@ def resolve_packages_dir(settings: Settings) -> Path:
     beside = Path(os.path.abspath(first.parent / DEFAULT_DIR_NAME))
     if _writable(beside):
         return beside
-    fallback = Path(tempfile.gettempdir()) / f"dify-sandbox-packages-{os.geteuid()}"
+    fallback = _own_temp_dir(Path(tempfile.gettempdir()) / f"dify-sandbox-packages-{os.geteuid()}")
     logger.warning(
         "%s is not writable; packages are installed in %s, which does not survive a restart "
         "(make the volume writable for uid %d or set SANDBOX_PACKAGES_DIR)",
@@ -120,6 +120,23 @@ def resolve_packages_dir(settings: Settings) -> Path:
         os.geteuid(),
     )
     return fallback
+
+
+def _own_temp_dir(path: Path) -> Path:
+    """``path`` if this user made it and no one else can write it; else a fresh dir.
+
+    The name in the shared temp dir is predictable: one made by another local user could hold
+    packages the service would import.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o755)
+    info = path.lstat()
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return path
+    fresh = Path(tempfile.mkdtemp(prefix="dify-sandbox-packages-"))
+    fresh.chmod(0o755)  # runs of other uids import from it
+    logger.warning("%s is not the service's own; using %s instead", path, fresh)
+    return fresh
 
 
 def with_packages_dir(settings: Settings) -> Settings:

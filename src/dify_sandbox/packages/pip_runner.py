@@ -8,8 +8,10 @@ the service's environment as installed, so what it already has is not installed 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -19,12 +21,14 @@ from urllib.parse import urlsplit
 
 from packaging.utils import canonicalize_name
 
-__all__ = ["PipOutcome", "pip_install", "service_distributions", "write_constraints"]
+__all__ = ["PipOutcome", "pip_install", "service_distributions", "stop_running", "write_constraints"]
 
 # A hung index must not hold the sync forever (seconds for one pip run).
 PIP_TIMEOUT = 1800.0
 # Lines of pip's output kept for the log.
 TAIL_LINES = 12
+# The pip runs of this process now (the supervisor's sync thread runs one at a time).
+_running: set[subprocess.Popen[bytes]] = set()
 _CONFLICT_MARKS = ("conflicting dependencies", "(constraint)", "ResolutionImpossible")
 _NETWORK_MARKS = (
     "NewConnectionError",
@@ -109,23 +113,30 @@ def pip_install(
     env["PYTHONNOUSERSITE"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(import_paths)
     try:
-        completed = subprocess.run(
+        process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            timeout=PIP_TIMEOUT,
             umask=0o022,  # readable by runs of every uid, writable by the service only
-            check=False,
+            start_new_session=True,  # its builds too are killed as one group when the service stops
         )
-    except subprocess.TimeoutExpired as exc:
-        output = exc.output.decode("utf-8", "replace") if isinstance(exc.output, bytes) else ""
-        return PipOutcome(False, _tail(output + f"\nERROR: pip did not finish within {PIP_TIMEOUT:.0f} s"))
     except OSError as exc:
         return PipOutcome(False, f"ERROR: cannot start pip: {exc}")
-    output = completed.stdout.decode("utf-8", "replace")
-    if completed.returncode == 0:
+    _running.add(process)
+    try:
+        try:
+            raw, _ = process.communicate(timeout=PIP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            raw, _ = process.communicate()
+            output = raw.decode("utf-8", "replace")
+            return PipOutcome(False, _tail(output + f"\nERROR: pip did not finish within {PIP_TIMEOUT:.0f} s"))
+    finally:
+        _running.discard(process)
+    output = raw.decode("utf-8", "replace")
+    if process.returncode == 0:
         return PipOutcome(True, _tail(output))
     return PipOutcome(
         False,
@@ -133,6 +144,17 @@ def pip_install(
         conflict=any(mark in output for mark in _CONFLICT_MARKS),
         network=any(mark in output for mark in _NETWORK_MARKS),
     )
+
+
+def stop_running() -> None:
+    """Kills the pip runs in progress, with whatever they started (the service is stopping)."""
+    for process in list(_running):
+        _kill(process)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def _tail(output: str) -> str:
