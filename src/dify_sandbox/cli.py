@@ -17,9 +17,8 @@ from dify_sandbox.confinement.policy import probe_layers
 from dify_sandbox.errors import ConfigError
 from dify_sandbox.logging import configure_logging
 
-__all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "main"]
+__all__ = ["EXIT_CONFIG_ERROR", "main"]
 
-EXIT_OK = 0
 EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
 
 # Arguments that are settings (the rest choose the command and its inputs).
