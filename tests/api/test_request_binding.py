@@ -101,6 +101,16 @@ async def test_urlencoded_form_runs(run_api: Api) -> None:
     assert (request.code, request.preload, request.enable_network) == ('print("a&b")', "x=1", True)
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("1", True), ("TRUE", True), ("false", False), ("0", False), ("", False)]
+)
+async def test_form_booleans_bind_as_gin_binds_them(run_api: Api, value: str, expected: bool) -> None:
+    """enable_network as a form field: true/1 and false/0/empty, in any case."""
+    resp = await run_api.post(f"language=python3&code=1&enable_network={value}", "application/x-www-form-urlencoded")
+    assert resp.json()["code"] == 0
+    assert run_api.python.requests[0].enable_network is expected
+
+
 def _multipart(fields: dict[str, str], boundary: str = "b0undary") -> tuple[bytes, str]:
     """A multipart/form-data body of text fields only, and its content type."""
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]

@@ -133,11 +133,14 @@ async def test_unexpected_error_is_http_500_without_details(make_api: MakeApi, r
     assert resp.content == b'{"code":-500,"message":"internal error","data":null}'
 
 
-async def test_executor_keeps_serving_after_a_failure(run_api: Api) -> None:
-    """The run after a failed one is answered normally."""
-    run_api.python.script(ExecutorError("zygote died"), RunResult("again\n", "", 0))
-    assert (await run_api.run()).json()["code"] == -500
-    assert (await run_api.run()).json()["data"]["stdout"] == "again\n"
+async def test_failed_runs_give_their_admission_back(make_api: MakeApi, run_path: str) -> None:
+    """After an executor failure and a bug, with MAX_REQUESTS=1, the next run is still admitted and answered."""
+    api = await make_api(run_path, raise_app_exceptions=False, max_requests=1, max_workers=1)
+    api.python.script(ExecutorError("zygote died"), RuntimeError("a bug"), RunResult("again\n", "", 0))
+    assert (await api.run()).json()["code"] == -500
+    assert (await api.run()).status_code == 500
+    assert (await api.run()).json()["data"]["stdout"] == "again\n"
+    assert api.service.admission.in_flight == 0
 
 
 async def test_request_id_is_kept_and_echoed(run_api: Api) -> None:
