@@ -21,12 +21,11 @@ from dify_sandbox.service import Service
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings, service: Service | None = None) -> ASGIApp:
+def create_app(settings: Settings, service: Service) -> ASGIApp:
     """Builds the app; ``service`` is shared with the server so shutdown can see in-flight runs.
 
     Outermost first: request context (id, metrics, access log), the run fast path, FastAPI.
     """
-    service = service or Service(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

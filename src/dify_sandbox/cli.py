@@ -18,9 +18,8 @@ from dify_sandbox.errors import ConfigError
 from dify_sandbox.logging import configure_logging
 from dify_sandbox.startup_warnings import log_config_file, warn_about
 
-__all__ = ["EXIT_CONFIG_ERROR", "EXIT_OK", "main"]
+__all__ = ["EXIT_CONFIG_ERROR", "main"]
 
-EXIT_OK = 0
 EXIT_CONFIG_ERROR = 78  # sysexits' EX_CONFIG
 
 # Arguments that are settings (the rest choose the command and its inputs).

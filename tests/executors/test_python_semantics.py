@@ -191,8 +191,17 @@ def test_stdin_is_empty(run: Run) -> None:
 
 
 def test_preload_runs_first_when_enabled(harness: Harness) -> None:
-    """The preload runs before the code only when ENABLE_PRELOAD is on (off here)."""
-    assert harness.run("print(x + 1)", preload="x = 41").exit_code == 255
+    """The preload runs before the code, in the same module, only when ENABLE_PRELOAD is on."""
+    assert not harness.settings.enable_preload
+    ignored = harness.run("print(x + 1)", preload="x = 41")
+    assert ignored.exit_code == 255
+    assert "NameError: name 'x' is not defined" in ignored.stderr
+    enabled = Harness(harness.settings.executor, enable_preload=True)
+    try:
+        result = enabled.run("print(x + 1)", preload="x = 41\nprint('preload first')")
+    finally:
+        enabled.close()
+    assert (result.stdout, result.error, result.exit_code) == ("preload first\n42\n", "", 0)
 
 
 def test_non_daemon_threads_finish_before_exit(run: Run, needs_isolation: None) -> None:

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Server, attach
+from tests.integration.conftest import Server, attach, processes_with_cmdline
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -567,12 +568,28 @@ def test_client_that_vanishes_mid_body_is_not_a_server_error(server: Server) -> 
     assert _http_500s(server) == before
 
 
-def test_client_that_vanishes_mid_run(server: Server) -> None:
-    """A client that sends a 1 s run and closes at once leaves the server unharmed."""
-    body = json.dumps({"language": "python3", "code": "import time\ntime.sleep(1)\nprint(1)"}).encode()
+def _python_runs(server: Server, outcome: str) -> float:
+    prefix = f'dify_sandbox_runs_total{{language="python3",outcome="{outcome}"}}'
+    for line in server.http.get("/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_client_that_vanishes_mid_run(server: Server, sleep_marker: str) -> None:
+    """Scenario: a client that leaves mid-run leaves no process of its run behind, and the server serves on.
+
+    1. Send a run that starts `sleep <marker>`; close the connection once that process exists.
+    2. The run still ends at WORKER_TIMEOUT (2 s): it is counted as a timeout.
+    3. Its `sleep` is killed with it; the fixture then checks that the server still answers and runs.
+    """
+    before = _python_runs(server, "timeout")
+    code = f"import subprocess\nsubprocess.run(['sleep', '{sleep_marker}'])\nprint(1)"
     with connect(server) as sock:
-        sock.sendall(raw_post(body))
-    time.sleep(1.5)
+        sock.sendall(raw_post(json.dumps({"language": "python3", "code": code}).encode()))
+        assert wait_for(lambda: processes_with_cmdline(["sleep", sleep_marker]), timeout=10), "the run never started"
+    assert wait_for(lambda: _python_runs(server, "timeout") > before, timeout=20), "the run was not ended"
+    assert wait_for(lambda: not processes_with_cmdline(["sleep", sleep_marker]), timeout=10), "the run's sleep lives on"
 
 
 # --- schemathesis against the server's own OpenAPI schema ----------------------------------------------------------

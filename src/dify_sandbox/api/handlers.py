@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import PlainTextResponse, Response
@@ -26,11 +25,6 @@ async def _enveloped(_: Request, exc: Exception) -> Response:
 
 async def _unauthorized(_: Request, __: Exception) -> Response:
     return Response(status_code=401)
-
-
-async def _validation_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    return error_envelope(400, -400, _first_error(exc.errors()))
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
@@ -61,20 +55,10 @@ def error_response(exc: Exception) -> Response:
     return error_envelope(500, -500, "internal error")
 
 
-def _first_error(errors: object) -> str:
-    if isinstance(errors, list | tuple) and errors:
-        first = errors[0]
-        if isinstance(first, dict):
-            location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-            return f"{location}: {first.get('msg', 'invalid')}" if location else str(first.get("msg", "invalid"))
-    return "invalid request"
-
-
 def install_handlers(app: FastAPI) -> None:
     """Registers every exception handler on ``app``."""
     app.add_exception_handler(SandboxError, _enveloped)
     app.add_exception_handler(UnauthorizedError, _unauthorized)
-    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _enveloped)

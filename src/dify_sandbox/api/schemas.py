@@ -32,17 +32,8 @@ class DependenciesBody(BaseModel):
     language: StrictStr = Field(description="Only `python3` has dependencies.")
 
 
-class RunData(BaseModel):
-    """``data`` of a run's response (official main after #262)."""
-
-    stdout: str
-    stderr: str
-    error: str = Field(description='"" when the process exited 0; else the exit line, the reason and all stderr.')
-    exit_code: int = Field(description="Process status; -1 when killed by a signal (timeout included).")
-
-
 def run_data(result: RunResult) -> dict[str, Any]:
-    """The ``data`` object for a run result."""
+    """The ``data`` object for a run result (official main after #262)."""
     return {"stdout": result.stdout, "stderr": result.stderr, "error": result.error, "exit_code": result.exit_code}
 
 
