@@ -4,9 +4,11 @@ A server worker cannot confine a process it starts with ``vfork`` (there is no h
 and exec), and confining the worker itself is not an option, so it starts this launcher instead::
 
     python -I -S -c 'import sys; sys.path.insert(0, ROOT); from dify_sandbox.confinement.launch import main; main()' \
-        PLAN_JSON OWN_DIR NETWORK UID PROGRAM [ARGS...]
+        PLAN_JSON NETWORK UID PROGRAM [ARGS...]
 
-With a ``UID`` (the service runs as root) it becomes that user first, for good. ``-I -S``: no site,
+It is started in the run's own dir and confines the program to it, opened as ``.``: a run root
+whose mode a concurrent run has just taken away cannot stop a process that is already inside
+its dir. With a ``UID`` (the service runs as root) it becomes that user first, for good. ``-I -S``: no site,
 no user paths, no environment; only the standard library and this package's ``confinement``
 modules are imported. Landlock domains and seccomp filters survive ``exec``, so the
 program and everything it starts stay confined. The launcher also makes the program a child
@@ -29,21 +31,22 @@ __all__ = ["EXIT_LAUNCH_FAILURE", "launcher_argv", "main"]
 
 EXIT_LAUNCH_FAILURE = 70  # sysexits' EX_SOFTWARE
 _PR_SET_CHILD_SUBREAPER = 36
+OWN_DIR = "."  # the working dir it is started in
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _BOOT = f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); from dify_sandbox.confinement.launch import main; main()"
 
 
-def launcher_argv(plan: Confinement | None, own_dir: str, network: bool, uid: int | None, argv: list[str]) -> list[str]:
-    """The command line that starts ``argv`` as ``uid`` (None: as we are), confined by ``plan`` to ``own_dir``."""
+def launcher_argv(plan: Confinement | None, network: bool, uid: int | None, argv: list[str]) -> list[str]:
+    """The command line that starts ``argv`` as ``uid`` (None: as we are), confined by ``plan`` to its working dir."""
     spec = json.dumps(plan.to_dict() if plan is not None else None, separators=(",", ":"))
     user = "-" if uid is None else str(uid)
-    return [sys.executable, "-I", "-S", "-c", _BOOT, spec, own_dir, "1" if network else "0", user, *argv]
+    return [sys.executable, "-I", "-S", "-c", _BOOT, spec, "1" if network else "0", user, *argv]
 
 
 def main() -> None:
     """Entry point: confine, then become the program; any failure exits before the program runs."""
     try:
-        spec, own_dir, network, user, *argv = sys.argv[1:]
+        spec, network, user, *argv = sys.argv[1:]
         plan = json.loads(spec)
         confinement = RunConfinement(Confinement.from_dict(plan)) if plan is not None else None
         if user != "-":
@@ -53,7 +56,7 @@ def main() -> None:
             os.setresuid(uid, uid, uid)
         if confinement is not None:
             RunConfinement.prepare_process()
-            confinement.enter(own_dir)
+            confinement.enter(OWN_DIR)
             if network != "1":
                 confinement.go_offline()
         # libc through the executable's own symbols: ctypes.util.find_library would start programs.

@@ -12,13 +12,40 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["RunRoot"]
+__all__ = ["RunRoot", "make_own_dir"]
+
+T = TypeVar("T")
 
 # Traverse only for other uids: each run's uid may enter its own dir, made for it, and nothing else.
 MODE_PER_RUN_UIDS = 0o711
 MODE_SERVICE_ONLY = 0o700
+# A run of the service's uid may chmod the root again between our chmod and our mkdir: tries.
+OWN_DIR_ATTEMPTS = 8
+
+
+def make_own_dir(path: str, root_mode: int) -> None:
+    """Makes ``path`` and enters it, as the root's owner: a mode a concurrent run took away is put back.
+
+    Once inside, the process needs the root no more: its Landlock rule and everything it does
+    later go through its working dir.
+    """
+    for attempt in range(OWN_DIR_ATTEMPTS):
+        try:
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                if attempt == 0:
+                    raise
+            os.chdir(path)
+            return
+        except PermissionError:
+            if attempt == OWN_DIR_ATTEMPTS - 1:
+                raise
+            os.chmod(os.path.dirname(path), root_mode)
 
 
 class RunRoot:
@@ -34,6 +61,22 @@ class RunRoot:
         os.makedirs(self.root, mode=MODE_SERVICE_ONLY, exist_ok=True)
         self.mode = MODE_PER_RUN_UIDS if per_run_uids else MODE_SERVICE_ONLY
         os.chmod(self.root, self.mode)
+
+    def make_dir(self) -> str:
+        """A new run dir (``mkdtemp``), made even if a concurrent run just took the root's mode away."""
+        return self.retrying(lambda: tempfile.mkdtemp(prefix="run-", dir=self.root))
+
+    def retrying(self, step: Callable[[], T]) -> T:
+        """``step`` (which goes through the root), with the root's mode put back before each try."""
+        attempt = 1
+        while True:
+            self.restore_mode()
+            try:
+                return step()
+            except PermissionError:
+                if attempt == OWN_DIR_ATTEMPTS:
+                    raise
+                attempt += 1
 
     def restore_mode(self) -> None:
         """Puts the run root's mode back if a run changed it (one ``stat`` when it did not)."""

@@ -56,6 +56,11 @@ class SpawnedProcess:
     def pid(self) -> int:
         return self._popen.pid
 
+    @property
+    def exited(self) -> bool:
+        """Whether it has already exited (reaped then; ``wait`` returns its status at once)."""
+        return self._popen.poll() is not None
+
     async def wait(self) -> int:
         """The exit status, once the process has exited (and is reaped)."""
         if self._popen.poll() is not None:

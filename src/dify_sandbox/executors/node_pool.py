@@ -183,7 +183,7 @@ class NodePool:
         if not request.enable_network and self.confinement is not None:
             node = await self._spawn(network=False)  # pooled processes are confined for the network
         else:
-            node = self._idle.popleft() if self._idle else await self._spawn()
+            node = await self._take_idle() or await self._spawn()
         self._publish()
         self._refill()
         self._busy.add(node)
@@ -192,6 +192,18 @@ class NodePool:
         finally:
             self._busy.discard(node)
             await self._clean_up(node)
+
+    async def _take_idle(self) -> _Node | None:
+        """A pooled process still waiting for its code; one that died waiting (its launch failed) is dropped."""
+        while self._idle:
+            node = self._idle.popleft()
+            if not node.process.exited:
+                return node
+            logger.warning(
+                "A pooled node process had exited; dropped", pid=node.pid, exit_code=await node.process.wait()
+            )
+            await self._stop(node)
+        return None
 
     async def _run_in(self, node: _Node, request: RunRequest) -> RunResult:
         loop = asyncio.get_running_loop()
@@ -268,8 +280,8 @@ class NodePool:
     async def _start(self, network: bool, uid: int | None) -> _Node:
         assert self.binary is not None
         assert self._run_root is not None
-        self._run_root.restore_mode()  # a run may have changed it
-        run_dir = tempfile.mkdtemp(prefix="run-", dir=self._run_root.root)
+        run_root = self._run_root
+        run_dir = run_root.make_dir()
         if uid is not None:
             os.chown(run_dir, uid, uid)
         env = self.settings.run_environment(enable_network=True)
@@ -279,15 +291,10 @@ class NodePool:
         err_r, err_w = os.pipe()
         argv = [self.binary.path, str(BOOTSTRAP), str(code_r)]
         if self.confinement is not None or uid is not None:
-            argv = launcher_argv(self.confinement, run_dir, network, uid, argv)
+            argv = launcher_argv(self.confinement, network, uid, argv)
         try:
-            process = SpawnedProcess.start(
-                argv,
-                stdout=out_w,
-                stderr=err_w,
-                pass_fds=(code_r,),
-                cwd=run_dir,
-                env=env,
+            process = run_root.retrying(  # it starts in its dir, through the root
+                lambda: SpawnedProcess.start(argv, stdout=out_w, stderr=err_w, pass_fds=(code_r,), cwd=run_dir, env=env)
             )
         except OSError as exc:
             for fd in (code_w, out_r, err_r):

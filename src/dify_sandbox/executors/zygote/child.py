@@ -24,6 +24,7 @@ from typing import NoReturn, TextIO
 
 from dify_sandbox.confinement.enforce import RunConfinement
 from dify_sandbox.executors._rlimits import RunLimits
+from dify_sandbox.executors._run_root import make_own_dir
 from dify_sandbox.executors.zygote.isolation import drop_privileges, enter_network_namespace
 from dify_sandbox.executors.zygote.protocol import SPAWN_FDS, STATUS
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
@@ -124,6 +125,7 @@ class ChildSpec:
     status_fd: int
     preload_bytes: int
     run_dir: str
+    run_root_mode: int  # what the run root's mode must be (a run of the service's uid may change it)
     environment: EnvironmentChanges
     streams: ChildStreams
     limits: RunLimits
@@ -147,18 +149,18 @@ def prepare_child() -> None:
 
 
 def enter_run_ahead(
-    run_dir: str, environment: EnvironmentChanges, limits: RunLimits, confinement: RunConfinement | None
+    run_dir: str, root_mode: int, environment: EnvironmentChanges, limits: RunLimits, confinement: RunConfinement | None
 ) -> None:
     """What a spare can set up before its run arrives when runs have no uid of their own.
 
     Confinement too: the Landlock domain and the denylist cost ~0.2 ms (``bench/run --only layers``),
     off the run's path here.
     """
-    _make_run_dir(run_dir, None)
+    make_own_dir(run_dir, root_mode)
     limits.apply(per_run_uid=False)
-    _enter_run_dir(run_dir, environment)
+    _use_run_dir(run_dir, environment)
     if confinement is not None:
-        confinement.enter(run_dir)
+        confinement.enter(".")
 
 
 def wait_as_spare(
@@ -204,13 +206,17 @@ def run_child(spec: ChildSpec, prepared: bool = False) -> NoReturn:
         if spec.entered:
             spec.environment.apply()  # what differs from the online environment set up ahead
         else:
-            _make_run_dir(spec.run_dir, spec.uid)
+            if spec.uid is None:
+                make_own_dir(spec.run_dir, spec.run_root_mode)
+            else:
+                _make_dir_for(spec.run_dir, spec.uid)
             spec.limits.apply(per_run_uid=spec.uid is not None)
             if spec.uid is not None:
                 drop_privileges(spec.uid)
-            _enter_run_dir(spec.run_dir, spec.environment)
+                os.chdir(spec.run_dir)
+            _use_run_dir(spec.run_dir, spec.environment)
             if spec.confinement is not None:
-                spec.confinement.enter(spec.run_dir)
+                spec.confinement.enter(".")  # through the working dir: see make_own_dir
         if spec.offline and spec.confinement is not None:
             spec.confinement.go_offline()
         # Last, once the confinement's own fds have been used: nothing of the zygote's stays open.
@@ -299,14 +305,14 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _make_run_dir(run_dir: str, uid: int | None) -> None:
+def _make_dir_for(run_dir: str, uid: int) -> None:
+    # As root, before it becomes the run's uid: no mode of the root stops it.
     os.mkdir(run_dir, 0o700)
-    if uid is not None:
-        os.chown(run_dir, uid, uid)
+    os.chown(run_dir, uid, uid)
 
 
-def _enter_run_dir(run_dir: str, environment: EnvironmentChanges) -> None:
-    os.chdir(run_dir)
+def _use_run_dir(run_dir: str, environment: EnvironmentChanges) -> None:
+    """The run's environment, with its home, temp and cache dirs in its (working) dir."""
     environment.apply()
     os.environ["HOME"] = os.environ["TMPDIR"] = run_dir
     # Caches that libraries keep (matplotlib's font list, pip's, ...) go where the run may write.

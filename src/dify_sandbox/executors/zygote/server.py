@@ -303,6 +303,7 @@ class ZygoteServer:
             status_fd=status_fd,
             preload_bytes=preload_bytes,
             run_dir=self.run_dirs.path(os.getpid()),
+            run_root_mode=self.run_dirs.mode,
             environment=environment,
             streams=self.streams,
             limits=self.config.limits,
@@ -332,7 +333,9 @@ class ZygoteServer:
 
     def enter_run_ahead(self) -> None:
         """In a spare, when runs have no uid of their own: its dir, rlimits and the online environment."""
-        enter_run_ahead(self.run_dirs.path(os.getpid()), self.env_online, self.config.limits, self.confinement)
+        enter_run_ahead(
+            self.run_dirs.path(os.getpid()), self.run_dirs.mode, self.env_online, self.config.limits, self.confinement
+        )
 
     def spec_from_handoff(self, data: bytes, fds: list[int]) -> ChildSpec:
         """In a spare: the run's spec from what the zygote sent."""
