@@ -18,7 +18,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dify_sandbox.executors.base import Language, RunResult
+from dify_sandbox.executors.base import Language
+from dify_sandbox.executors.outcome import RunLabel
 
 __all__ = [
     "CONTENT_TYPE",
@@ -27,7 +28,6 @@ __all__ = [
     "Outcome",
     "SandboxMetrics",
     "mark_worker_dead",
-    "outcome_of",
     "prepare_multiprocess_dir",
     "remove_multiprocess_dir",
     "render",
@@ -36,23 +36,13 @@ __all__ = [
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-Outcome = Literal["ok", "nonzero_exit", "timeout", "output_limit", "killed", "internal_error", "rejected"]
+# How runs ended (their outcome's label), or that none ran: refused, or the executor failed.
+Outcome = Literal[RunLabel, "internal_error", "rejected"]
 # The helper processes whose restarts are counted.
 RESTARTED_EXECUTORS = ("zygote", "node_pool")
 
 # Runs range from sub-millisecond (thread executor) to WORKER_TIMEOUT; waits the same.
 _SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)
-
-
-def outcome_of(result: RunResult) -> Outcome:
-    """The bounded label that says how a run ended."""
-    if result.timed_out:
-        return "timeout"
-    if result.output_limited:
-        return "output_limit"
-    if result.signal is not None or result.killed_at_shutdown:
-        return "killed"
-    return "ok" if result.exit_code == 0 else "nonzero_exit"
 
 
 class SandboxMetrics:

@@ -29,6 +29,7 @@ from dify_sandbox.api.middleware import RequestContextMiddleware
 from dify_sandbox.app import create_app
 from dify_sandbox.config import load_settings
 from dify_sandbox.executors.base import RunRequest, RunResult
+from dify_sandbox.executors.outcome import RunOutcome
 from dify_sandbox.service import Service
 
 KEY = "dify-sandbox"
@@ -86,7 +87,11 @@ class ScriptedExecutor:
             self._arrivals.notify_all()
         if self._gate is not None:
             await asyncio.wait_for(self._gate.wait(), HOLD_SECONDS)
-        outcome = self.outcomes.popleft() if self.outcomes else RunResult(f"ran {request.language}\n", "", 0)
+        outcome = (
+            self.outcomes.popleft()
+            if self.outcomes
+            else RunResult(f"ran {request.language}\n", "", RunOutcome.exited(0))
+        )
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome

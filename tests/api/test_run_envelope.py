@@ -9,6 +9,7 @@ from structlog.testing import capture_logs
 
 from dify_sandbox.errors import ExecutorError, ZygoteUnavailableError
 from dify_sandbox.executors.base import RunRequest, RunResult
+from dify_sandbox.executors.outcome import RunOutcome
 
 from .conftest import Api, MakeApi
 
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.api, pytest.mark.anyio]
 
 async def test_success_envelope_is_byte_exact(run_api: Api) -> None:
     """Dify's hello world: compact JSON, code 0, "success", the four data fields in order."""
-    run_api.python.script(RunResult("Hello World\n", "", 0))
+    run_api.python.script(RunResult("Hello World\n", "", RunOutcome.exited(0)))
     resp = await run_api.run('print("Hello World")')
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
@@ -29,7 +30,7 @@ async def test_success_envelope_is_byte_exact(run_api: Api) -> None:
 async def test_failed_run_is_a_success_envelope_with_the_error(run_api: Api) -> None:
     """A non-zero exit is a run result (HTTP 200, code 0): error is the exit line, then all of stderr."""
     stderr = "Traceback (most recent call last):\nZeroDivisionError: division by zero\n"
-    run_api.python.script(RunResult("partial\n", stderr, 255))
+    run_api.python.script(RunResult("partial\n", stderr, RunOutcome.exited(255)))
     resp = await run_api.run("1 / 0")
     assert resp.status_code == 200
     assert resp.json() == {
@@ -46,7 +47,7 @@ async def test_failed_run_is_a_success_envelope_with_the_error(run_api: Api) -> 
 
 async def test_timed_out_run_names_the_timeout(run_api: Api) -> None:
     """A run killed at its time limit: exit code -1 and the sandbox's "error: timeout" line before stderr."""
-    run_api.python.script(RunResult("before\n", "late\n", -1, timed_out=True))
+    run_api.python.script(RunResult("before\n", "late\n", RunOutcome.observed(-1, timed_out=True)))
     data = (await run_api.run("while True: pass")).json()["data"]
     assert data == {
         "stdout": "before\n",
@@ -58,14 +59,14 @@ async def test_timed_out_run_names_the_timeout(run_api: Api) -> None:
 
 async def test_warnings_on_stderr_leave_error_empty(run_api: Api) -> None:
     """Exit 0 with stderr output (warnings, logging) keeps error empty, so Dify does not fail the node."""
-    run_api.python.script(RunResult("ok\n", "UserWarning: careful\n", 0))
+    run_api.python.script(RunResult("ok\n", "UserWarning: careful\n", RunOutcome.exited(0)))
     data = (await run_api.run("import warnings")).json()["data"]
     assert (data["stderr"], data["error"], data["exit_code"]) == ("UserWarning: careful\n", "", 0)
 
 
 async def test_non_ascii_output_is_sent_raw(run_api: Api) -> None:
     """Non-ASCII output is UTF-8 in the body, not \\u escapes (as Go's encoder writes it)."""
-    run_api.python.script(RunResult("héllo ✓ 你好\n", "", 0))
+    run_api.python.script(RunResult("héllo ✓ 你好\n", "", RunOutcome.exited(0)))
     resp = await run_api.run("print('héllo ✓ 你好')")
     assert "héllo ✓ 你好".encode() in resp.content
     assert resp.json()["data"]["stdout"] == "héllo ✓ 你好\n"
@@ -73,7 +74,7 @@ async def test_non_ascii_output_is_sent_raw(run_api: Api) -> None:
 
 async def test_lone_surrogate_in_output_still_gives_valid_json(run_api: Api) -> None:
     """A lone surrogate a snippet printed becomes a JSON \\u escape, so the body stays parseable."""
-    run_api.python.script(RunResult("a\ud800b\n", "", 0))
+    run_api.python.script(RunResult("a\ud800b\n", "", RunOutcome.exited(0)))
     resp = await run_api.run("print('a\\ud800b')")
     assert resp.status_code == 200
     assert json.loads(resp.content)["data"]["stdout"] == "a\ud800b\n"
@@ -136,7 +137,9 @@ async def test_unexpected_error_is_http_500_without_details(make_api: MakeApi, r
 async def test_failed_runs_give_their_admission_back(make_api: MakeApi, run_path: str) -> None:
     """After an executor failure and a bug, with MAX_REQUESTS=1, the next run is still admitted and answered."""
     api = await make_api(run_path, raise_app_exceptions=False, max_requests=1, max_workers=1)
-    api.python.script(ExecutorError("zygote died"), RuntimeError("a bug"), RunResult("again\n", "", 0))
+    api.python.script(
+        ExecutorError("zygote died"), RuntimeError("a bug"), RunResult("again\n", "", RunOutcome.exited(0))
+    )
     assert (await api.run()).json()["code"] == -500
     assert (await api.run()).status_code == 500
     assert (await api.run()).json()["data"]["stdout"] == "again\n"

@@ -1,28 +1,10 @@
-"""Metric definitions and the outcome label, on a fresh registry."""
+"""Metric definitions, on a fresh registry."""
 
 from __future__ import annotations
 
-import pytest
 from prometheus_client import CollectorRegistry
 
-from dify_sandbox.executors.base import RunResult
-from dify_sandbox.metrics import SandboxMetrics, outcome_of
-
-
-@pytest.mark.parametrize(
-    ("result", "outcome"),
-    [
-        (RunResult("", "", 0), "ok"),
-        (RunResult("", "", 3), "nonzero_exit"),
-        (RunResult("", "", -1, timed_out=True), "timeout"),
-        (RunResult("", "", -1, output_limited=True), "output_limit"),
-        (RunResult("", "", -1, signal=9), "killed"),
-        (RunResult("", "", -1, killed_at_shutdown=True), "killed"),
-    ],
-)
-def test_outcome_labels(result: RunResult, outcome: str) -> None:
-    """Each way a run ends maps to one bounded label."""
-    assert outcome_of(result) == outcome
+from dify_sandbox.metrics import SandboxMetrics
 
 
 def test_record_run_counts_and_observes() -> None:

@@ -21,8 +21,8 @@ from dify_sandbox.errors import (
     RequestError,
     UnsupportedLanguageError,
 )
-from dify_sandbox.executors.base import Language, RunRequest, RunResult
-from dify_sandbox.metrics import CONTENT_TYPE, outcome_of, render
+from dify_sandbox.executors.base import Language, RunRequest
+from dify_sandbox.metrics import CONTENT_TYPE, render
 from dify_sandbox.service import Service
 
 __all__ = ["LANGUAGES", "RUN_PATH", "execute_run", "install_routes", "run_route"]
@@ -58,21 +58,6 @@ async def metrics(request: Request) -> Response:
     if service.settings.metrics_require_key:
         await require_api_key(request)
     return Response(render(service.registry, service.dependency_metrics), media_type=CONTENT_TYPE)
-
-
-def exit_reason(result: RunResult) -> str:
-    """How the run's process ended, in words for the log."""
-    if result.killed_at_shutdown:
-        return "killed at shutdown"
-    if result.timed_out:
-        return "killed at timeout"
-    if result.output_limited:
-        return "killed at the output limit"
-    if result.signal_name is not None:
-        # A SIGKILL we did not send is almost always the kernel's OOM killer.
-        suffix = " (likely out of memory)" if result.signal_name == "SIGKILL" else ""
-        return f"killed by {result.signal_name}{suffix}"
-    return f"exited with code {result.exit_code}"
 
 
 async def run(request: Request) -> Response:
@@ -115,15 +100,14 @@ async def execute_run(service: Service, body: RunBody) -> Response:
         hint = service.packages.import_hint(result.stderr)
         if hint:  # after the traceback: the package is on its way, or why it never came
             result = dataclasses.replace(result, stderr=result.stderr + hint)
-    outcome = outcome_of(result)
-    metrics.record_run(language, outcome, result.duration, queued)
+    metrics.record_run(language, result.outcome.label, result.duration, queued)
     logger.info(
         "Run finished",
         language=language,
         executor=service.executor_name(language),
-        outcome=outcome,
+        outcome=result.outcome.label,
         exit_code=result.exit_code,
-        exit_reason=exit_reason(result),
+        exit_reason=result.outcome.reason,
         duration_ms=round(result.duration * 1000, 2),
         queued_ms=round(queued * 1000, 2),
         stdout_bytes=len(result.stdout),

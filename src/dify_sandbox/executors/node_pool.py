@@ -38,7 +38,8 @@ from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors._run_root import RunRoot
 from dify_sandbox.executors._spawned import SpawnedProcess
 from dify_sandbox.executors._sweep import kill_by_environment, kill_confined_orphans, reap
-from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.executors.base import RunRequest, RunResult
+from dify_sandbox.executors.outcome import RunOutcome
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.run_uids import RunUids, kill_uids
 from dify_sandbox.runtimes.nodejs import BOOTSTRAP, NodeBinary, find_node, pinned_node_version
@@ -246,22 +247,14 @@ class NodePool:
             writer.close()
             stdout.close()
             stderr.close()
-        limited = stdout.limited or stderr.limited
-        disk_limited = state["disk_limited"] and not state["timed_out"]
-        at_shutdown = node.killed_at_shutdown and not state["timed_out"]
-        killed_by_us = state["timed_out"] or limited or disk_limited or at_shutdown
-        return RunResult(
-            stdout=stdout.text(),
-            stderr=stderr.text(),
-            exit_code=EXIT_KILLED if killed_by_us or returncode < 0 else returncode,
+        outcome = RunOutcome.observed(
+            returncode,
             timed_out=state["timed_out"],
-            output_limited=limited and not state["timed_out"],
-            signal=-returncode if returncode < 0 and not killed_by_us else None,
-            duration=loop.time() - started,
-            pid=node.pid,
-            limit="disk" if disk_limited else None,
-            killed_at_shutdown=at_shutdown,
+            output_limited=stdout.limited or stderr.limited,
+            disk_limited=state["disk_limited"],
+            at_shutdown=node.killed_at_shutdown,
         )
+        return RunResult(stdout.text(), stderr.text(), outcome, loop.time() - started, node.pid)
 
     async def _spawn(self, network: bool = True) -> _Node:
         assert self.binary is not None

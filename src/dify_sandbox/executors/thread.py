@@ -27,7 +27,8 @@ import structlog
 from dify_sandbox.config import Settings
 from dify_sandbox.executors._routing import Capture, OutputLimitError, current_capture, route_logging, route_streams
 from dify_sandbox.executors._snippet_threads import Job, SnippetThreads
-from dify_sandbox.executors.base import EXIT_KILLED, RunRequest, RunResult
+from dify_sandbox.executors.base import RunRequest, RunResult
+from dify_sandbox.executors.outcome import EXIT_KILLED, RunOutcome
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
 
@@ -119,18 +120,17 @@ class ThreadExecutor:
                 self._live.pop(job, None)
             else:
                 self._watch(job)
-            return RunResult(
-                capture.stdout.text(), capture.stderr.text(), EXIT_KILLED, timed_out=True, duration=request.timeout
-            )
+            timeout = RunOutcome.observed(EXIT_KILLED, timed_out=True)
+            return RunResult(capture.stdout.text(), capture.stderr.text(), timeout, request.timeout)
         self._live.pop(job, None)
-        return RunResult(
-            stdout=capture.stdout.text(),
-            stderr=capture.stderr.text(),
-            exit_code=EXIT_KILLED if capture.limited or capture.closed else exit_code,
+        outcome = RunOutcome.observed(
+            exit_code,
+            # Interrupted otherwise than by kill_all: only the timeout sends the interrupt.
+            timed_out=exit_code == EXIT_KILLED and not (capture.limited or capture.closed),
             output_limited=capture.limited,
-            duration=loop.time() - started,
-            killed_at_shutdown=capture.closed and not capture.limited,
+            at_shutdown=capture.closed,
         )
+        return RunResult(capture.stdout.text(), capture.stderr.text(), outcome, loop.time() - started)
 
     def _execute(self, code: str, preload: str, capture: Capture) -> int:
         token = current_capture.set(capture)

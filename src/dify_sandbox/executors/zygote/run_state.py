@@ -1,10 +1,10 @@
-"""The worker's view of one fork run, from SPAWN until its output is complete, and how its outcome is decoded.
+"""The worker's view of one fork run, from SPAWN until its output is complete, and what it observed.
 
 A run is complete when the child has ended (its report on the status pipe followed by the pipe's
 EOF, or the zygote's wait status) and both output pipes reached EOF. The snippet can write to the
 status pipe too, so a report is a hint: only the last record counts, only a plausible one (an exit
 status 0-255, a known limit), and it never stops the wall-clock limit, which runs until the zygote
-has reaped the child. Our kills (timeout, output cap, disk budget) always read as exit code -1.
+has reaped the child. Our kills (timeout, output cap, disk budget, shutdown) decide over the report.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import os
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors._pipes import PipeReader
 from dify_sandbox.executors._rlimits import LIMIT_NAMES
-from dify_sandbox.executors.base import EXIT_KILLED, RunResult
+from dify_sandbox.executors.base import RunResult
+from dify_sandbox.executors.outcome import RunOutcome
 from dify_sandbox.executors.zygote.protocol import STATUS
 
 __all__ = ["RunState"]
@@ -155,32 +156,20 @@ class RunState:
                 reader.close()
 
     def result(self, duration: float) -> RunResult:
-        """Decodes the exit (reported, else the wait status) and output into a :class:`RunResult`."""
+        """The run's output and its outcome: the exit as reported, else as the zygote's wait status says."""
         assert self.stdout is not None
         assert self.stderr is not None
-        limited = self.stdout.limited or self.stderr.limited
-        killed_by_us = self.timed_out or limited or self.disk_limited or self.killed_at_shutdown
-        if killed_by_us:
-            # Whatever the child managed to report (say, a broken pipe past the cap), we killed it.
-            code = EXIT_KILLED
-        elif self.reported is not None:
-            code = self.reported
+        if self.reported is not None:
+            exit_status = self.reported
         else:
             assert self.status is not None
-            code = os.waitstatus_to_exitcode(self.status)
-        return RunResult(
-            stdout=self.stdout.text(),
-            stderr=self.stderr.text(),
-            exit_code=max(code, EXIT_KILLED),
+            exit_status = os.waitstatus_to_exitcode(self.status)
+        outcome = RunOutcome.observed(
+            exit_status,
             timed_out=self.timed_out,
-            output_limited=limited and not self.timed_out,
-            signal=-code if code < 0 and not killed_by_us else None,
-            duration=duration,
-            pid=self.pid,
-            limit="disk"
-            if self.disk_limited and not self.timed_out
-            else LIMIT_NAMES.get(self.limit)
-            if not killed_by_us
-            else None,
-            killed_at_shutdown=self.killed_at_shutdown and not self.timed_out,
+            output_limited=self.stdout.limited or self.stderr.limited,
+            disk_limited=self.disk_limited,
+            at_shutdown=self.killed_at_shutdown,
+            limit=LIMIT_NAMES.get(self.limit),
         )
+        return RunResult(self.stdout.text(), self.stderr.text(), outcome, duration, self.pid)
