@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+from dify_sandbox.executors.outcome import Cause
 from dify_sandbox.executors.zygote.client import ZygoteExecutor
 from dify_sandbox.executors.zygote.isolation import Isolation
 
@@ -89,7 +90,7 @@ def test_disk_budget_is_named(limited: Harness, what: str, code: str) -> None:
     """A run writing past SANDBOX_MAX_DISK_BYTES (big files, or a flood of dirs) is killed, named as the disk limit."""
     result = limited.run(code + "\nimport time\ntime.sleep(10)", timeout=8)
     assert result.exit_code == -1, result
-    assert not result.timed_out, result
+    assert result.outcome.cause is not Cause.TIMEOUT, result
     assert "error: disk limit exceeded" in result.error
 
 
@@ -97,7 +98,7 @@ def test_cpu_limit_is_named(limited: Harness) -> None:
     """A busy loop past the CPU limit is stopped by SIGXCPU, named as the cpu time limit."""
     result = limited.run("while True:\n    pass", timeout=10)
     assert result.exit_code == -1
-    assert not result.timed_out
+    assert result.outcome.cause is not Cause.TIMEOUT
     assert "error: cpu time limit exceeded" in result.error
 
 
@@ -150,7 +151,7 @@ def test_fork_bomb_is_contained(limited: Harness) -> None:
         pytest.skip("RLIMIT_NPROC per run needs per-run users")
     code = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)"
     result = limited.run(code, timeout=2)
-    assert result.timed_out
+    assert result.outcome.cause is Cause.TIMEOUT
     time.sleep(0.5)
     uids = {p.uids().real for p in psutil.process_iter() if p.status() != psutil.STATUS_ZOMBIE}
     assert not [uid for uid in uids if 10000 <= uid <= 10999]

@@ -22,6 +22,7 @@ from dify_sandbox.config import load_settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.executors.outcome import Cause
 from dify_sandbox.runtimes.nodejs import find_node
 
 from ..dify_scripts import RESULT_TAG, javascript_script
@@ -279,7 +280,7 @@ def test_timeout_kills_the_spawned_children(node: NodeHarness, sleep_marker: str
     future = node.submit(code, timeout=1.5)
     assert wait_for(lambda: sleepers(sleep_marker), 1.4), "the snippet's sleep process never appeared"
     result = future.result(10)
-    assert (result.exit_code, result.timed_out, result.stdout) == (-1, True, "spawned\n")
+    assert (result.exit_code, result.outcome.cause, result.stdout) == (-1, Cause.TIMEOUT, "spawned\n")
     assert "error: timeout" in result.error
     assert result.error.startswith("process exited with code -1")
     left = wait_for(lambda: not sleepers(sleep_marker), 2)
@@ -307,7 +308,7 @@ def test_output_limit_kills_the_run() -> None:
     with NodeHarness(output_limit_bytes=10_000, node_pool_size=1) as node:
         result = node.run("const s = 'x'.repeat(4096);\nwhile (true) process.stdout.write(s);", timeout=10)
     assert result.exit_code == -1
-    assert (result.output_limited, result.timed_out) == (True, False)
+    assert result.outcome.cause is Cause.OUTPUT_LIMIT
     assert "output limit exceeded" in result.error
     assert 0 < len(result.stdout) <= 10_000
     assert set(result.stdout) == {"x"}
@@ -389,7 +390,7 @@ def test_disk_budget_kills_a_node_run() -> None:
     with NodeHarness(max_disk_bytes=4 * 1024 * 1024) as harness:
         result = harness.run(code, timeout=8)
     assert result.exit_code == -1, result
-    assert not result.timed_out, result
+    assert result.outcome.cause is not Cause.TIMEOUT, result
     assert "error: disk limit exceeded" in result.error
 
 

@@ -10,6 +10,7 @@ import psutil
 import pytest
 
 from dify_sandbox.executors.base import RunResult
+from dify_sandbox.executors.outcome import Cause
 
 from .conftest import Harness
 
@@ -218,7 +219,7 @@ def test_timeout_kills_and_keeps_output(run: Run) -> None:
     started = time.monotonic()
     result = run("import time\nprint('before', flush=True)\nfor _ in range(300):\n    time.sleep(0.1)", timeout=1)
     assert time.monotonic() - started < 3
-    assert result.timed_out
+    assert result.outcome.cause is Cause.TIMEOUT
     assert result.exit_code == -1
     assert "error: timeout" in result.error
     assert result.stdout == "before\n"
@@ -227,7 +228,7 @@ def test_timeout_kills_and_keeps_output(run: Run) -> None:
 def test_timeout_leaves_no_grandchild(run: Run, needs_isolation: None) -> None:
     """A sleeping grandchild in the run's group dies with it."""
     code = "import subprocess, time\nsubprocess.Popen(['sleep', '97.125'])\nfor _ in range(300):\n    time.sleep(0.1)"
-    assert run(code, timeout=1).timed_out
+    assert run(code, timeout=1).outcome.cause is Cause.TIMEOUT
     assert not _processes_with_arg("97.125")
 
 
@@ -241,7 +242,7 @@ def test_background_child_dies_when_the_run_ends(run: Run, needs_isolation: None
 def test_output_limit_kills_the_run(run: Run) -> None:
     """Past the output cap the run is killed and the error says so."""
     result = run("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)")
-    assert result.output_limited
+    assert result.outcome.cause is Cause.OUTPUT_LIMIT
     assert result.exit_code == -1
     assert "output limit exceeded" in result.error
     assert len(result.stdout) == 1 << 20

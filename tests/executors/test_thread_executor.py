@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dify_sandbox.executors.outcome import Cause
 from dify_sandbox.executors.thread import ThreadExecutor
 
 from .conftest import Harness
@@ -66,7 +67,7 @@ def test_server_streams_pass_through_outside_runs(threads: Harness, capsys: pyte
 def test_timed_out_busy_loop_stops_burning_cpu(threads: Harness) -> None:
     """1. A `while True: pass` run times out at 1 s. 2. A second later the process uses no more CPU for it."""
     result = threads.run("while True:\n    pass", timeout=1)
-    assert result.timed_out
+    assert result.outcome.cause is Cause.TIMEOUT
     assert "error: timeout" in result.error
     time.sleep(1.0)
     process = psutil.Process()
@@ -86,7 +87,7 @@ def test_run_that_timed_out_waiting_for_a_thread_never_starts(tmp_path: Path) ->
         # harness's wait (four times the runs' timeout).
         codes = ["import time\ntime.sleep(1.2)", f"open({str(marker)!r}, 'w').write('x')"]
         results = harness.gather(codes, timeout=0.5)
-        assert all(result.timed_out for result in results)
+        assert all(result.outcome.cause is Cause.TIMEOUT for result in results)
         time.sleep(2.0)
         assert not marker.exists()
         assert harness.run("print('next')").stdout == "next\n"
@@ -97,7 +98,7 @@ def test_run_that_timed_out_waiting_for_a_thread_never_starts(tmp_path: Path) ->
 def test_uncatchable_by_except_exception(threads: Harness) -> None:
     """A snippet that swallows Exception in its loop is still stopped."""
     code = "while True:\n    try:\n        sum(range(1000))\n    except Exception:\n        pass"
-    assert threads.run(code, timeout=0.5).timed_out
+    assert threads.run(code, timeout=0.5).outcome.cause is Cause.TIMEOUT
     executor = threads.executor
     assert isinstance(executor, ThreadExecutor)
     deadline = time.monotonic() + 3
@@ -110,6 +111,7 @@ STUCK_SCENARIO = """
 import asyncio, time
 from dify_sandbox.config import load_settings
 from dify_sandbox.executors.base import RunRequest
+from dify_sandbox.executors.outcome import Cause
 from dify_sandbox.executors.thread import ThreadExecutor
 
 async def main():
@@ -119,7 +121,7 @@ async def main():
     deadline = time.monotonic() + 10
     while not executor.unhealthy and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
-    print(result.timed_out, executor.unhealthy, executor.stuck)
+    print(result.outcome.cause is Cause.TIMEOUT, executor.unhealthy, executor.stuck)
 
 asyncio.run(main())
 """
