@@ -30,7 +30,7 @@ from dify_sandbox.config_file import holds_api_key
 from dify_sandbox.confinement.policy import LAYER_BLOCKS, probe_layers
 from dify_sandbox.errors import RequestError, SandboxError, UnsupportedLanguageError
 from dify_sandbox.executors.base import Language, RunRequest, RunResult
-from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.executors.node.pool import NodePool
 from dify_sandbox.packages.layout import with_packages_dir
 from dify_sandbox.packages.report import dependency_report
 from dify_sandbox.self_check_probes import SELF_TEST_TEXT, probe_code

@@ -14,7 +14,7 @@ from dify_sandbox.api.refused_keys import RefusedKeyLog
 from dify_sandbox.config import Settings
 from dify_sandbox.executors import create_executor
 from dify_sandbox.executors.base import Executor, Language
-from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.executors.node.pool import NodePool
 from dify_sandbox.metrics import DependencyCollector, SandboxMetrics
 from dify_sandbox.packages.coordinator import describe_failures
 from dify_sandbox.packages.report import package_states, sync_summary

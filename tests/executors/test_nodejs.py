@@ -21,7 +21,7 @@ import pytest
 from dify_sandbox.config import load_settings
 from dify_sandbox.errors import ExecutorError
 from dify_sandbox.executors.base import RunRequest, RunResult
-from dify_sandbox.executors.node_pool import NodePool
+from dify_sandbox.executors.node.pool import NodePool
 from dify_sandbox.executors.outcome import Cause
 from dify_sandbox.runtimes.nodejs import find_node
 

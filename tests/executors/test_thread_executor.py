@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from dify_sandbox.executors.outcome import Cause
-from dify_sandbox.executors.thread import ThreadExecutor
+from dify_sandbox.executors.thread.executor import ThreadExecutor
 
 from .conftest import Harness
 
@@ -112,7 +112,7 @@ import asyncio, time
 from dify_sandbox.config import load_settings
 from dify_sandbox.executors.base import RunRequest
 from dify_sandbox.executors.outcome import Cause
-from dify_sandbox.executors.thread import ThreadExecutor
+from dify_sandbox.executors.thread.executor import ThreadExecutor
 
 async def main():
     executor = ThreadExecutor(load_settings(executor="thread", max_stuck_threads=0))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 EXECUTORS: dict[str, str] = {
     "fork": "dify_sandbox.executors.zygote.client:ZygoteExecutor",
-    "thread": "dify_sandbox.executors.thread:ThreadExecutor",
+    "thread": "dify_sandbox.executors.thread.executor:ThreadExecutor",
 }
 
 

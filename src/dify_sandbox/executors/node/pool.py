@@ -7,7 +7,7 @@ of waiting. Every process has its own process group, the scrubbed environment, i
 dir (also HOME and TMPDIR), and gets its code on a pipe. A timeout kills the whole group, and so
 does the end of a run, so nothing it spawned outlives it. The rlimits of ``_rlimits.py`` are set
 with ``prlimit`` while the process still waits for its code. Children that left the group
-(``detached: true``, ``setsid``) are found when the run ends (``_sweep.py``): as leftovers of a
+(``detached: true``, ``setsid``) are found when the run ends (``leftovers.py``): as leftovers of a
 confined run that the worker, a subreaper, inherited, or by the run dir in their environment.
 """
 
@@ -37,8 +37,8 @@ from dify_sandbox.executors._pipes import PipeReader, PipeWriter
 from dify_sandbox.executors._rlimits import RunLimits
 from dify_sandbox.executors._run_root import RunRoot
 from dify_sandbox.executors._spawned import SpawnedProcess
-from dify_sandbox.executors._sweep import kill_by_environment, kill_confined_orphans, reap
 from dify_sandbox.executors.base import RunRequest, RunResult
+from dify_sandbox.executors.node.leftovers import kill_by_environment, kill_confined_orphans, reap
 from dify_sandbox.executors.outcome import RunOutcome
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.run_uids import RunUids, kill_uids

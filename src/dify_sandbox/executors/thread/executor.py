@@ -3,7 +3,7 @@
 **Not isolated; for trusted code only.** A snippet shares the worker's memory, modules, working
 directory and environment (the API key is removed from it at start); ``os._exit`` or a crash in C
 code ends the whole worker. What it does give: per-run output capture that never mixes
-(``_routing.py``), fresh ``__main__`` globals, the fork executor's result semantics, and timeouts
+(``output_capture.py``), fresh ``__main__`` globals, the fork executor's result semantics, and timeouts
 that interrupt the runaway thread with an asynchronous exception until it stops. A thread that
 cannot be stopped (blocked in C) is counted; past ``SANDBOX_MAX_STUCK_THREADS`` the worker reports
 itself unhealthy so it is drained and replaced rather than silently losing capacity.
@@ -25,10 +25,16 @@ from typing import Any
 import structlog
 
 from dify_sandbox.config import Settings
-from dify_sandbox.executors._routing import Capture, OutputLimitError, current_capture, route_logging, route_streams
-from dify_sandbox.executors._snippet_threads import Job, SnippetThreads
 from dify_sandbox.executors.base import RunRequest, RunResult
 from dify_sandbox.executors.outcome import EXIT_KILLED, RunOutcome
+from dify_sandbox.executors.thread.output_capture import (
+    Capture,
+    OutputLimitError,
+    current_capture,
+    route_logging,
+    route_streams,
+)
+from dify_sandbox.executors.thread.snippet_threads import Job, SnippetThreads
 from dify_sandbox.metrics import SandboxMetrics
 from dify_sandbox.runtimes.python3 import fresh_main_module, run_snippet
 
