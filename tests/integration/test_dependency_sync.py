@@ -160,7 +160,8 @@ def test_update_after_the_file_changes_installs_and_rewarms_every_worker(deps_se
 
 def test_an_unreachable_index_leaves_the_service_healthy_and_the_package_failed(deps_server):
     """1. The mirror is a closed port: the install fails with a log line naming the package, and the
-    service stays up. 2. The listing keeps "" for it, `update` fails naming it, and runs still work."""
+    service stays up. 2. The listing keeps "" for it, `update` fails naming it, `refresh` (which syncs too)
+    lists null, and runs still work."""
     server = deps_server("tinypkg==1.0\n", f"http://127.0.0.1:{free_port()}/simple/")
     assert wait_for(lambda: "Package install failed" in server.stderr_text(), INSTALL_TIMEOUT), server.output()
     log = server.stderr_text()
@@ -171,6 +172,8 @@ def test_an_unreachable_index_leaves_the_service_healthy_and_the_package_failed(
     body = server.http.post("/v1/sandbox/dependencies/update", json={"language": "python3"}, timeout=60).json()
     assert body["code"] == -500
     assert "tinypkg (failed" in body["message"]
+    refreshed = server.http.get("/v1/sandbox/dependencies/refresh", params={"language": "python3"}, timeout=60)
+    assert refreshed.content == b'{"code":0,"message":"success","data":{"dependencies":null}}'
     data = run_fresh(server, "import tinypkg")
     assert "tinypkg could not be installed (failed" in data["stderr"]
     metrics = server.http.get("/metrics").text

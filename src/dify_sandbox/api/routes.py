@@ -147,9 +147,13 @@ async def update_dependencies(request: Request) -> Response:
 
 
 async def refresh_dependencies(request: Request, language: str | None = None) -> Response:
+    """Syncs the requirement files as ``update`` does, then lists; after a failed sync the list is null."""
     await require_api_key(request)
     _python_only(language)
-    return envelope(_dependency_list(_service(request)))
+    service = _service(request)
+    if await service.update_dependencies():
+        return envelope({"dependencies": None})
+    return envelope(_dependency_list(service))
 
 
 def install_routes(app: FastAPI) -> None:
